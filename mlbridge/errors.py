@@ -1,0 +1,121 @@
+"""Every error mlbridge reports to a caller.
+
+Each class carries the HTTP status it maps to and a stable ``code`` that
+clients can branch on. The tree::
+
+    MLBridgeError                 base; never raised itself
+    ├── BadRequest        400     the request is malformed
+    │   ├── PayloadError  400     the body could not be parsed (says where)
+    │   ├── ShapeMismatch 400     a tensor's shape does not fit the signature
+    │   ├── DatatypeMismatch 400  a tensor's datatype does not fit the signature
+    │   └── InputNameMismatch 400 the inputs are not the ones the model declares
+    ├── Unauthorized      401     the secret is missing or wrong
+    ├── ModelNotFound     404     no model of that name is served
+    ├── PayloadTooLarge   413     the body exceeds the configured limit
+    ├── UnsupportedMediaType 415  no codec for the body's content type
+    ├── ModelLoadError    500     a model file could not be loaded (start-up only)
+    ├── InferenceFailed   500     the runtime failed on valid input
+    └── ConfigError       --      bad settings or files at start-up (CLI only)
+"""
+
+from __future__ import annotations
+
+
+class MLBridgeError(Exception):
+    """Base class: an error with an HTTP status and a stable code."""
+
+    status = 500
+    code = "InternalError"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class BadRequest(MLBridgeError):
+    """Raised when a request is malformed in a way no subclass names."""
+
+    status = 400
+    code = "BadRequest"
+
+
+class PayloadError(BadRequest):
+    """Raised when a body cannot be parsed; the message says where."""
+
+    code = "PayloadError"
+
+
+class ShapeMismatch(BadRequest):
+    """Raised when a tensor's shape does not fit the model's signature."""
+
+    code = "ShapeMismatch"
+
+
+class DatatypeMismatch(BadRequest):
+    """Raised when a tensor's datatype does not fit the model's signature."""
+
+    code = "DatatypeMismatch"
+
+
+class InputNameMismatch(BadRequest):
+    """Raised when request inputs do not match the declared input names."""
+
+    code = "InputNameMismatch"
+
+
+class Unauthorized(MLBridgeError):
+    """Raised when a request lacks the secret or carries a wrong one."""
+
+    status = 401
+    code = "Unauthorized"
+
+
+class ModelNotFound(MLBridgeError):
+    """Raised when a request names a model the server does not serve."""
+
+    status = 404
+    code = "ModelNotFound"
+
+
+class PayloadTooLarge(MLBridgeError):
+    """Raised when a body is larger than the configured limit."""
+
+    status = 413
+    code = "PayloadTooLarge"
+
+
+class UnsupportedMediaType(MLBridgeError):
+    """Raised when no codec reads the body's content type."""
+
+    status = 415
+    code = "UnsupportedMediaType"
+
+
+class ModelLoadError(MLBridgeError):
+    """Raised at start-up when a model file cannot be loaded."""
+
+    code = "ModelLoadError"
+
+
+class InferenceFailed(MLBridgeError):
+    """Raised when a runtime fails on input that passed validation."""
+
+    code = "InferenceFailed"
+
+
+class ConfigError(MLBridgeError):
+    """Raised for bad settings, paths or files; the CLI prints it as one line."""
+
+    code = "ConfigError"
+
+
+class MissingDependency(ConfigError):
+    """Raised when an optional extra is needed but not installed."""
+
+    code = "MissingDependency"
+
+    def __init__(self, package: str, extra: str, purpose: str) -> None:
+        super().__init__(
+            f"{purpose} needs the '{package}' package: "
+            f"pip install 'mlbridge[{extra}]'"
+        )

@@ -1,0 +1,105 @@
+"""The inference data model shared by every codec and runtime.
+
+Tensors are numpy arrays; datatypes use the KServe V2 names (``FP32``,
+``INT64``, ...). Nothing here knows about HTTP or any wire format.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .errors import BadRequest
+
+V2_TO_NUMPY: dict[str, np.dtype] = {
+    "BOOL": np.dtype(np.bool_),
+    "UINT8": np.dtype(np.uint8),
+    "UINT16": np.dtype(np.uint16),
+    "UINT32": np.dtype(np.uint32),
+    "UINT64": np.dtype(np.uint64),
+    "INT8": np.dtype(np.int8),
+    "INT16": np.dtype(np.int16),
+    "INT32": np.dtype(np.int32),
+    "INT64": np.dtype(np.int64),
+    "FP16": np.dtype(np.float16),
+    "FP32": np.dtype(np.float32),
+    "FP64": np.dtype(np.float64),
+}
+NUMPY_TO_V2: dict[np.dtype, str] = {dtype: name for name, dtype in V2_TO_NUMPY.items()}
+
+
+def numpy_dtype(datatype: str) -> np.dtype:
+    """Return the numpy dtype of a V2 datatype name, or raise BadRequest."""
+    try:
+        return V2_TO_NUMPY[datatype]
+    except (KeyError, TypeError):
+        known = ", ".join(V2_TO_NUMPY)
+        raise BadRequest(f"unknown datatype {datatype!r}; expected one of {known}") from None
+
+
+def v2_datatype(dtype: np.dtype) -> str:
+    """Return the V2 datatype name of a numpy dtype."""
+    try:
+        return NUMPY_TO_V2[np.dtype(dtype)]
+    except KeyError:
+        raise BadRequest(f"numpy dtype {np.dtype(dtype)} has no V2 datatype") from None
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One named input or output: V2 datatype and shape (-1 = any size)."""
+
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+
+    def describe(self) -> str:
+        """Say the spec in words, e.g. ``input [-1, 28, 28] (FP32)``."""
+        return f"{self.name} {list(self.shape)} ({self.datatype})"
+
+    def accepts_shape(self, shape: tuple[int, ...]) -> bool:
+        """Whether a concrete shape fits this spec."""
+        return len(shape) == len(self.shape) and all(
+            want < 0 or want == got for want, got in zip(self.shape, shape)
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
+
+
+@dataclass(frozen=True)
+class ModelSignature:
+    """What a model takes and gives, plus optional class labels."""
+
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    labels: tuple[str, ...] | None = None
+
+    def input(self, name: str) -> TensorSpec:
+        """Return the input spec called ``name``."""
+        for spec in self.inputs:
+            if spec.name == name:
+                return spec
+        raise KeyError(name)
+
+
+@dataclass
+class InferenceRequest:
+    """A request to run one model on named input tensors."""
+
+    inputs: dict[str, np.ndarray]
+    id: str | None = None
+    outputs: list[str] | None = None
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class InferenceResponse:
+    """The named output tensors of one model run."""
+
+    model_name: str
+    outputs: dict[str, np.ndarray]
+    id: str | None = None
+    model_version: str | None = None

@@ -1,0 +1,1 @@
+"""Training and export of the reference models (needs the training extra)."""

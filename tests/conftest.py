@@ -1,0 +1,97 @@
+"""Shared fixtures: a real `mlbridge serve` process on a free port, real MNIST data."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mlbridge.training.data import load_mnist_idx
+
+REPO = Path(__file__).resolve().parents[1]
+MNIST_DIR = Path(os.environ.get("MLBRIDGE_MNIST", REPO.parent / "shared" / "data" / "mnist"))
+TESTDATA = Path(__file__).resolve().parent / "testdata"
+HELD_OUT = slice(8000, 10000)
+START_TIMEOUT_S = 60
+
+
+@dataclass
+class RunningServer:
+    """A `mlbridge serve` child process and how to reach it."""
+
+    process: subprocess.Popen
+    home: Path
+    log: Path
+    info: dict = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return self.info["url"]
+
+    @property
+    def token_file(self) -> Path:
+        return Path(self.info["token_file"])
+
+    @property
+    def token(self) -> str:
+        return self.token_file.read_text().strip()
+
+    @property
+    def env(self) -> dict[str, str]:
+        """Environment in which clients find this server through MLBRIDGE_HOME."""
+        return {**os.environ, "MLBRIDGE_HOME": str(self.home)}
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=30)
+
+
+def start_server(home: Path, *args: str, env: dict[str, str] | None = None) -> RunningServer:
+    """Start `mlbridge serve` with ``home`` and wait until server.json appears."""
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    log = home.parent / f"{home.name}-serve.log"
+    environ = {**(env or os.environ), "MLBRIDGE_HOME": str(home)}
+    command = [sys.executable, "-m", "mlbridge", "serve", "--port", "0", *args]
+    with log.open("wb") as sink:
+        process = subprocess.Popen(command, env=environ, stdout=sink, stderr=subprocess.STDOUT)
+    server = RunningServer(process, home, log)
+    connection = home / "server.json"
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"mlbridge serve exited {process.returncode}:\n{log.read_text()}")
+        if connection.exists():
+            server.info = json.loads(connection.read_text())
+            return server
+        time.sleep(0.05)
+    server.stop()
+    raise RuntimeError(f"mlbridge serve did not start in {START_TIMEOUT_S}s:\n{log.read_text()}")
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """One real server on the bundled demo models, shared by the session."""
+    running = start_server(tmp_path_factory.mktemp("serve") / "home")
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="session")
+def mnist() -> tuple[np.ndarray, np.ndarray]:
+    """The held-out MNIST report set: images 8000..9999 as FP32 in [0,1], and labels."""
+    images, labels = load_mnist_idx(MNIST_DIR)
+    return (images[HELD_OUT].astype(np.float32) / 255.0), labels[HELD_OUT].astype(np.int64)
