@@ -1,0 +1,78 @@
+function logits = mlbridge_predict(model, x, conn)
+%MLBRIDGE_PREDICT Run a served model on images; return its outputs (logits).
+%   LOGITS = MLBRIDGE_PREDICT(MODEL, X) sends X to model MODEL (a name as in
+%   MLBRIDGE_MODELS(), e.g. 'mnist') through the V2 endpoint
+%   POST /v2/models/MODEL/infer and returns the output as an array.
+%
+%   Layout: X(n, row, col) is pixel (row, col) of image n, just as the model
+%   sees [n][row][col]; a single image is a matrix IMG(row, col), i.e. what
+%   imshow(IMG) shows upright.
+%     28x28 matrix         one image   -> 1x10 row of logits
+%     N x 28 x 28 array    N images    -> N x 10 matrix, row n for image n
+%   MNIST models expect values in [0, 1] (divide uint8 pixels by 255).
+%   MATLAB stores arrays column-major and the wire is row-major; the
+%   conversion is done here, so never transpose images yourself.
+%
+%   LOGITS = MLBRIDGE_PREDICT(MODEL, X, CONN) uses the connection CONN from
+%   MLBRIDGE_CONNECT instead of finding the local server.
+%
+%   A request the server rejects (wrong shape, unknown model, bad secret)
+%   raises an error whose message is the server's explanation; its
+%   identifier is mlbridge:<Code>, e.g. mlbridge:ShapeMismatch.
+%
+%   Example:
+%     logits = mlbridge_predict('mnist', img);
+%     [~, k] = max(logits); digit = k - 1;
+  if nargin < 3
+    conn = mlbridge_connect();
+  end
+  check_arguments(model, x);
+  spec = mlbridge_input_spec(conn, model);
+  dims = size(x);
+  if numel(spec.shape) == numel(dims) + 1
+    dims = [1 dims];  % one sample given without its batch dimension
+  end
+  body = request_body(spec, dims, x);
+  reply = mlbridge_http(conn, 'POST', ['/v2/models/' model '/infer'], body);
+  logits = output_array(reply.outputs(1));
+end
+
+function check_arguments(model, x)
+  if ~ischar(model) || isempty(model)
+    error('mlbridge:usage', 'mlbridge_predict: MODEL must be a model name, e.g. ''mnist''');
+  end
+  if ~(isnumeric(x) || islogical(x)) || ~isreal(x)
+    error('mlbridge:usage', ...
+          'mlbridge_predict: X must be a real numeric array (28x28 or N x 28 x 28); got %s', ...
+          class(x));
+  end
+end
+
+function body = request_body(spec, dims, x)
+  % Reversing the dimensions turns column-major storage into the row-major
+  % (C) order of the V2 "data" field.
+  data = permute(double(x), ndims(x):-1:1);
+  numbers = sprintf('%.9g,', data(:));
+  shape = sprintf('%d,', dims);
+  body = ['{"inputs":[{"name":' jsonencode(spec.name), ...
+          ',"datatype":' jsonencode(spec.datatype), ...
+          ',"shape":[' shape(1:end-1) '],"data":[' numbers(1:end-1) ']}]}'];
+end
+
+function out = output_array(output)
+  shape = double(output.shape(:).');
+  data = output.data;
+  if ~isvector(data)
+    data = permute(data, ndims(data):-1:1);  % a nested reply, decoded column-major
+  end
+  data = double(data(:));
+  if numel(data) ~= prod(shape)
+    error('mlbridge:reply', 'mlbridge: output "%s" has %d values, but its shape [%s] needs %d', ...
+          output.name, numel(data), num2str(shape), prod(shape));
+  end
+  if numel(shape) == 1
+    out = data.';
+  else
+    out = permute(reshape(data, fliplr(shape)), numel(shape):-1:1);
+  end
+end

@@ -1,0 +1,88 @@
+function [status, text] = mlbridge_http_curl(url, token, method, body)
+%MLBRIDGE_HTTP_CURL Octave transport: the system curl, the secret kept off its command line.
+%   Everything curl needs (URL, Authorization header, file names) goes into a
+%   config file in a fresh directory only this user can read, so `ps` shows
+%   nothing but `curl -sS -K <file>` to other users.
+  folder = private_tempdir();
+  cleanup = onCleanup(@() remove_folder(folder));
+  files = struct('config', fullfile(folder, 'curl.cfg'), ...
+                 'body', fullfile(folder, 'body.json'), ...
+                 'reply', fullfile(folder, 'reply.json'), ...
+                 'stderr', fullfile(folder, 'stderr.txt'));
+  write_file(files.config, curl_config(url, token, method, ~isempty(body), files));
+  if ~isempty(body)
+    write_file(files.body, body);
+  end
+  [rc, out] = system(sprintf('curl -sS -K "%s" 2>"%s"', files.config, files.stderr));
+  if rc ~= 0
+    error('mlbridge:connection', 'mlbridge: %s %s failed (curl exit %d): %s', ...
+          method, url, rc, curl_complaint(rc, files.stderr));
+  end
+  status = str2double(strtrim(out));
+  text = '';
+  if exist(files.reply, 'file')
+    text = fileread(files.reply);
+  end
+end
+
+function config = curl_config(url, token, method, has_body, files)
+  lines = {option('url', url), option('request', method), ...
+           option('header', ['Authorization: Bearer ' token]), ...
+           option('header', 'Accept: application/json'), ...
+           option('output', files.reply), option('write-out', '%{http_code}'), ...
+           option('connect-timeout', '10'), ...
+           option('noproxy', '127.0.0.1,localhost,::1'), 'globoff'};
+  if has_body
+    % --data-binary keeps the bytes as written; "Expect:" avoids curl's
+    % 100-continue pause on bodies above 1 MiB.
+    lines = [lines, {option('header', 'Content-Type: application/json'), ...
+                     option('header', 'Expect:'), ...
+                     option('data-binary', ['@' files.body])}];
+  end
+  config = sprintf('%s\n', lines{:});
+end
+
+function line = option(name, value)
+  value = strrep(value, '\', '\\');
+  value = strrep(value, '"', '\"');
+  line = sprintf('%s = "%s"', name, value);
+end
+
+function folder = private_tempdir()
+  old = umask(77);  % octal 077: the folder is 0700, so its files are private
+  folder = tempname();
+  [ok, message] = mkdir(folder);
+  umask(old);
+  if ~ok
+    error('mlbridge:tempdir', 'mlbridge: cannot create %s: %s', folder, message);
+  end
+end
+
+function write_file(path, text)
+  fid = fopen(path, 'w');
+  if fid < 0
+    error('mlbridge:tempdir', 'mlbridge: cannot write %s', path);
+  end
+  fwrite(fid, text, 'char');
+  fclose(fid);
+end
+
+function complaint = curl_complaint(rc, stderr_file)
+  complaint = '';
+  if exist(stderr_file, 'file')
+    complaint = strtrim(fileread(stderr_file));
+  end
+  if rc == 127 || isempty(complaint)
+    complaint = [complaint ' (is curl installed and on the PATH?)'];
+  end
+end
+
+function remove_folder(folder)
+  entries = dir(folder);
+  for k = 1:numel(entries)
+    if ~entries(k).isdir
+      delete(fullfile(folder, entries(k).name));
+    end
+  end
+  rmdir(folder);
+end
