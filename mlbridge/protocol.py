@@ -56,8 +56,8 @@ class TensorSpec:
     shape: tuple[int, ...]
 
     def describe(self) -> str:
-        """Say the spec in words, e.g. ``input [-1, 28, 28] (FP32)``."""
-        return f"{self.name} {list(self.shape)} ({self.datatype})"
+        """Say the spec in words, e.g. ``'input' of shape [-1, 28, 28] (FP32)``."""
+        return f"{self.name!r} of shape {list(self.shape)} ({self.datatype})"
 
     def accepts_shape(self, shape: tuple[int, ...]) -> bool:
         """Whether a concrete shape fits this spec."""
@@ -93,6 +93,7 @@ class InferenceRequest:
     id: str | None = None
     outputs: list[str] | None = None
     parameters: dict[str, Any] = field(default_factory=dict)
+    binary_outputs: set[str] = field(default_factory=set)  # "*" = all (V2 binary extension)
 
 
 @dataclass

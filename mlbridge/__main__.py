@@ -1,0 +1,5 @@
+"""`python -m mlbridge` runs the CLI."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,106 @@
+"""The shared secret: written once per start, proved on every request.
+
+Like X11's MIT-MAGIC-COOKIE-1, a client proves it may read a file that only
+the user can read. The server writes a fresh 256-bit secret at start-up to
+the token file (mode 0600, created atomically, never through a symlink, in
+a folder no one else can write) and checks every request against it in
+constant time. The secret is never logged.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import stat
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError, Unauthorized
+
+TOKEN_BYTES = 32  # 256 bits
+BEARER = "bearer "
+
+
+def new_secret() -> str:
+    """A fresh URL-safe secret of 256 bits."""
+    return secrets.token_urlsafe(TOKEN_BYTES)
+
+
+def secure_folder(folder: Path) -> None:
+    """Create ``folder`` (0700) if missing; refuse one that others may write to."""
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = folder.lstat()
+    if stat.S_ISLNK(info.st_mode):
+        raise ConfigError(f"{folder} is a symbolic link; refusing to write secrets through it")
+    if info.st_uid != os.getuid():
+        raise ConfigError(f"{folder} belongs to another user; refusing to write secrets there")
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise ConfigError(
+            f"{folder} is writable by others (mode {stat.S_IMODE(info.st_mode):o}); "
+            f"run: chmod go-w {folder}"
+        )
+
+
+def write_private(path: Path, text: str) -> None:
+    """Atomically replace ``path`` with ``text``, mode 0600 from the first byte."""
+    secure_folder(path.parent)
+    if path.is_symlink():
+        raise ConfigError(f"{path} is a symbolic link; refusing to follow it")
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    descriptor = os.open(temporary, flags, 0o600)
+    try:
+        with os.fdopen(descriptor, "w") as stream:
+            stream.write(text)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def write_json_private(path: Path, document: dict[str, Any]) -> None:
+    """Write a JSON document with :func:`write_private`."""
+    write_private(path, json.dumps(document, indent=2) + "\n")
+
+
+def read_secret(path: Path) -> str:
+    """Read a token file; refuse one that others can read."""
+    try:
+        info = path.stat()
+        text = path.read_text()
+    except OSError as error:
+        raise ConfigError(f"cannot read the token file {path}: {error.strerror}") from None
+    if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ConfigError(f"{path} is readable by others; run: chmod 600 {path}")
+    return text.strip()
+
+
+class TokenAuthenticator:
+    """Checks a presented secret against the server's, in constant time."""
+
+    def __init__(self, secret: str, token_file: Path) -> None:
+        self._secret = secret.encode()
+        self.token_file = token_file
+
+    def check(self, presented: str | None) -> None:
+        """Raise Unauthorized unless ``presented`` is the secret."""
+        if presented is None:
+            raise Unauthorized(
+                f"missing secret: send 'Authorization: Bearer <secret>' with the secret from "
+                f"{self.token_file}"
+            )
+        if not self.matches(presented):
+            raise Unauthorized(f"wrong secret: read the current one from {self.token_file}")
+
+    def matches(self, presented: str) -> bool:
+        return secrets.compare_digest(presented.strip().encode(), self._secret)
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header, or None."""
+    if authorization and authorization[: len(BEARER)].lower() == BEARER:
+        return authorization[len(BEARER) :].strip()
+    return None

@@ -1,0 +1,165 @@
+"""The `mlbridge` command: thin wrappers that call library functions.
+
+Domain errors print as one line (``mlbridge: error: ...``) with exit
+status 1, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .errors import ConfigError, MLBridgeError
+from .settings import load_settings
+
+STOP_TIMEOUT_S = 15
+
+
+class MLBridgeGroup(click.Group):
+    """A group that turns MLBridgeError into a one-line message."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except MLBridgeError as error:
+            raise click.ClickException(error.message) from None
+
+
+@click.group(cls=MLBridgeGroup)
+@click.version_option(__version__, prog_name="mlbridge")
+def main() -> None:
+    """Serve trained ML models to Mathematica, Octave, R and Python."""
+
+
+@main.command()
+@click.argument("models", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--host", help="Address to bind. Default 127.0.0.1; only loopback is allowed.")
+@click.option("--port", type=int, help="TCP port. Default 0: any free port (see server.json).")
+@click.option("--token-file", type=click.Path(path_type=Path),
+              help="Where to write the secret. Default $MLBRIDGE_HOME/token.")
+@click.option("--threads", type=int, help="Threads per model runtime for one request.")
+@click.option("--workers", type=int, help="Requests computed at once.")
+@click.option("--strict", is_flag=True, default=None, help="Exit if any model fails to load.")
+@click.option("--access-log", is_flag=True, default=None, help="Log each request (no secrets).")
+@click.option("--detach", is_flag=True, help="Run in the background; return once it is ready.")
+def serve(models: tuple[Path, ...], detach: bool, **flags) -> None:
+    """Serve MODELS (files or model folders); the demo models when none are given."""
+    settings = load_settings(**flags)
+    if detach:
+        _serve_detached(settings)
+        return
+    logging.basicConfig(level=logging.INFO, format="mlbridge: %(message)s")
+    from .registry import load_registry
+    from .server.run import serve as run_server
+
+    registry = load_registry(list(models), threads=settings.threads, strict=settings.strict)
+    if not registry.models:
+        raise ConfigError("no model could be loaded; nothing to serve")
+    run_server(registry, settings)
+
+
+def _serve_detached(settings) -> None:
+    import subprocess
+
+    from .server.run import read_connection
+
+    argv = [a for a in sys.argv[1:] if a != "--detach"]
+    settings.home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    log_path = settings.home / "server.log"
+    with open(log_path, "ab") as log:
+        child = subprocess.Popen([sys.executable, "-m", "mlbridge", *argv], stdout=log,
+                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                 start_new_session=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if read_connection(settings.connection_file).get("pid") == child.pid:
+            click.echo(read_connection(settings.connection_file)["url"])
+            return
+        if child.poll() is not None:
+            raise ConfigError(f"the server exited (status {child.returncode}); see {log_path}")
+        time.sleep(0.05)
+    raise ConfigError(f"the server did not start within 120 s; see {log_path}")
+
+
+@main.command()
+def models() -> None:
+    """List the models of the running server and their signatures."""
+    from .client import Client
+
+    client = Client()
+    for name in client.models():
+        info = client.metadata(name)
+        inputs = ", ".join(f"{i['name']} {i['shape']} {i['datatype']}" for i in info["inputs"])
+        outputs = ", ".join(f"{o['name']} {o['shape']} {o['datatype']}" for o in info["outputs"])
+        click.echo(f"{name}  ({info['platform']})  {inputs} -> {outputs}")
+
+
+@main.command()
+def status() -> None:
+    """Say whether a server runs, where, and what it serves."""
+    from .client import Client
+
+    client = Client()
+    info = client.server_metadata()
+    click.echo(f"mlbridge {info['version']} running at {client.url} (pid {info['pid']})")
+    click.echo(f"models: {', '.join(client.models())}")
+
+
+@main.command()
+def stop() -> None:
+    """Stop the server named in the connection file."""
+    from .client import Client
+    from .server.run import process_alive
+
+    client = Client()
+    pid = client.server_metadata()["pid"]  # asks the server itself: never signal a stranger
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    while process_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if process_alive(pid):
+        raise ConfigError(f"the server (pid {pid}) did not stop within {STOP_TIMEOUT_S} s")
+    click.echo(f"stopped the server (pid {pid})")
+
+
+@main.command()
+@click.argument("model")
+@click.argument("source", default="-")
+@click.option("--key", help="Array name inside an .npz file (default: the first).")
+@click.option("--output", "-o", type=click.Path(path_type=Path),
+              help="Write the result to an .npy or .json file instead of stdout.")
+@click.option("--argmax", is_flag=True, help="Print the index of the largest output per example.")
+def predict(model: str, source: str, key: str | None, output: Path | None, argmax: bool) -> None:
+    """Run MODEL on the array in SOURCE (.npy, .npz, .json file; '-' reads JSON from stdin)."""
+    from .arrayio import read_array, write_array
+    from .client import Client
+
+    array = read_array(source, key)
+    result = Client().predict(model, array)
+    if argmax:
+        result = result.argmax(axis=-1)
+    if output:
+        write_array(output, result)
+    else:
+        click.echo(json.dumps(result.tolist()))
+
+
+def _register_training_commands() -> None:
+    from .training.commands import export, train
+
+    main.add_command(train)
+    main.add_command(export)
+
+
+import importlib.util  # noqa: E402  (temporary until training/commands.py lands)
+
+if importlib.util.find_spec("mlbridge.training.commands"):
+    _register_training_commands()

@@ -1,0 +1,215 @@
+"""Mathematica list text: ``{{0., .5, 1.5*^-7}, ...}`` in, ``{...}`` out.
+
+Parsing is vectorised: the brace structure is checked with numpy on the
+raw bytes and the numbers are read in one C call, so a 41 MB batch takes
+about a second instead of the minute a token-by-token parser needs.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+
+import numpy as np
+
+from ..errors import MLBridgeError, PayloadError
+from .base import FAILURE_TAG, CasCodec, failure_fields
+
+OPEN, CLOSE, COMMA = ord("{"), ord("}"), ord(",")
+WHITESPACE = b" \t\r\n"
+NUMBER_BYTES = b"0123456789.+-*^`"
+# Precision or accuracy marks: 2.5`10. or 2.5``20 (the mark is dropped, the value kept).
+PRECISION_MARK = re.compile(rb"``?[0-9.]*")
+MAX_RANK = 32
+
+_ALLOWED = np.zeros(256, dtype=bool)
+_ALLOWED[list(WHITESPACE + NUMBER_BYTES + b"{},")] = True
+_SEPARATOR = np.zeros(256, dtype=bool)
+_SEPARATOR[list(WHITESPACE + b"{},")] = True
+
+
+class MathematicaCodec(CasCodec):
+    """Nested ``{...}`` lists of numbers as Mathematica's InputForm writes them."""
+
+    media_type = "text/x-mathematica"
+
+    def decode_tensor(self, body: bytes) -> np.ndarray:
+        return parse_list(body)
+
+    def encode_tensor(self, array: np.ndarray) -> bytes:
+        return format_list(array).encode()
+
+    def encode_error(self, error: MLBridgeError) -> bytes:
+        fields = ", ".join(
+            f"{quote(key)} -> {value if isinstance(value, int) else quote(str(value))}"
+            for key, value in failure_fields(error).items()
+        )
+        return f"Failure[{quote(FAILURE_TAG)}, <|{fields}|>]".encode()
+
+
+def parse_list(body: bytes) -> np.ndarray:
+    """Parse a rectangular nested list of numbers into a float64 array."""
+    text = body.strip()
+    if not text:
+        raise PayloadError("empty body; expected a list such as {{0., 0.5}, {1., 0.25}}")
+    raw = np.frombuffer(text, dtype=np.uint8)
+    _check_characters(text, raw)
+    if raw[0] != OPEN:
+        raise PayloadError(
+            f"expected a list in braces {{...}}; the body starts with {_context(text, 0)!r}"
+        )
+    shape = _shape(text, raw)
+    values = _numbers(text, raw, int(np.prod(shape)))
+    return values.reshape(shape)
+
+
+def _check_characters(text: bytes, raw: np.ndarray) -> None:
+    bad = np.flatnonzero(~_ALLOWED[raw])
+    if bad.size:
+        at = int(bad[0])
+        raise PayloadError(
+            f"unexpected character {chr(text[at])!r} at byte {at} (near {_context(text, at)!r}); "
+            "expected numbers, commas and braces"
+        )
+
+
+def _shape(text: bytes, raw: np.ndarray) -> tuple[int, ...]:
+    """Derive the array shape from the braces, or say where the lists are not rectangular."""
+    step = (raw == OPEN).astype(np.int32) - (raw == CLOSE)
+    depth = np.cumsum(step)  # depth after each byte; an opening brace sits at its level
+    if depth[-1] > 0:
+        raise PayloadError(f"unbalanced braces: {depth[-1]} '{{' never closed")
+    if depth.min() < 0 or np.count_nonzero(depth == 0) != 1:
+        at = int(np.flatnonzero(depth <= 0)[0]) + 1
+        raise PayloadError(
+            f"unexpected text after the list closes, at byte {at} ({_context(text, at)!r})"
+        )
+    rank = int(depth.max())
+    if rank > MAX_RANK:
+        raise PayloadError(f"lists nested {rank} deep; at most {MAX_RANK} levels are accepted")
+    shape = []
+    for level in range(1, rank + 1):
+        shape.append(_length_at(text, raw, depth, level))
+    return tuple(shape)
+
+
+def _length_at(text: bytes, raw: np.ndarray, depth: np.ndarray, level: int) -> int:
+    """The common length of all lists at ``level``; raise if they differ."""
+    opens = np.flatnonzero((raw == OPEN) & (depth == level))
+    commas = np.flatnonzero((raw == COMMA) & (depth == level))
+    owner = np.searchsorted(opens, commas) - 1  # which list each comma belongs to
+    counts = np.bincount(owner, minlength=opens.size) + 1
+    empty = raw[_next_solid(raw, opens + 1)] == CLOSE
+    counts[empty] = 0
+    if np.any(counts != counts[0]):
+        first = int(np.flatnonzero(counts != counts[0])[0])
+        raise PayloadError(
+            f"ragged lists at depth {level}: lengths {counts[0]} and {counts[first]} "
+            f"(near byte {opens[first]}: {_context(text, int(opens[first]))!r}); "
+            "expected a rectangular array"
+        )
+    inner_opens = np.count_nonzero((raw == OPEN) & (depth == level + 1))
+    if inner_opens and inner_opens != opens.size * counts[0]:
+        raise PayloadError(
+            f"lists at depth {level} mix numbers and lists; expected a rectangular array"
+        )
+    return int(counts[0])
+
+
+def _next_solid(raw: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """Index of the first non-whitespace byte at or after each position."""
+    solid = np.flatnonzero(~np.isin(raw, np.frombuffer(WHITESPACE, np.uint8)))
+    return solid[np.searchsorted(solid, positions)]
+
+
+def _numbers(text: bytes, raw: np.ndarray, expected: int) -> np.ndarray:
+    """Read every number in one pass; on a miscount, find and name the bad token."""
+    tokens = _count_tokens(raw)
+    if tokens == 0 == expected:
+        return np.zeros(0)
+    plain = PRECISION_MARK.sub(b"", text) if b"`" in text else text
+    plain = plain.replace(b"*^", b"e")
+    for mark in b"{},":
+        plain = plain.replace(bytes([mark]), b" ")
+    values = _fromstring(plain)
+    if values is not None and values.size == expected == tokens:
+        return values
+    _raise_bad_token(plain, expected)
+    raise PayloadError(
+        f"found {tokens} numbers where the commas and braces make room for {expected}; "
+        "separate numbers with commas"
+    )
+
+
+def _count_tokens(raw: np.ndarray) -> int:
+    solid = ~_SEPARATOR[raw]
+    return int(np.count_nonzero(solid[1:] & ~solid[:-1]) + solid[0])
+
+
+def _fromstring(plain: bytes) -> np.ndarray | None:
+    """All numbers, or None where numpy stops at something that is not one."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)  # "could not read to its end"
+        try:
+            return np.fromstring(plain, dtype=np.float64, sep=" ")
+        except (ValueError, DeprecationWarning):
+            return None
+
+
+def _raise_bad_token(plain: bytes, expected: int) -> None:
+    """Raise a PayloadError naming the first token that is not one number."""
+    for index, token in enumerate(plain.split()):
+        try:
+            float(token)
+        except ValueError:
+            shown = token.decode(errors="replace").replace("e", "*^")
+            raise PayloadError(
+                f"{shown!r} (number {index + 1}) is not a number; expected numbers "
+                "such as 1, -3, 1., .5, 1.5*^-7"
+            ) from None
+
+
+def format_list(array: np.ndarray) -> str:
+    """Write an array as nested ``{...}`` lists that ToExpression reads back exactly."""
+    array = np.asarray(array)
+    if array.ndim == 0:
+        return format_number(array.item(), array.dtype)
+    if array.dtype.kind == "f":
+        words = [_real(x, array.dtype) for x in array.ravel().tolist()]
+    else:
+        words = [str(int(x)) for x in array.ravel().tolist()]
+    return _nest(words, array.shape)
+
+
+def format_number(value: object, dtype: np.dtype) -> str:
+    """One number in InputForm: reals always carry a point and use ``*^``."""
+    return _real(float(value), dtype) if dtype.kind == "f" else str(int(value))  # type: ignore[arg-type]
+
+
+def _real(value: float, dtype: np.dtype) -> str:
+    """Shortest text that reads back to the same float32/float64 value."""
+    if value != value or value in (float("inf"), float("-inf")):
+        return {"nan": "Indeterminate", "inf": "Infinity", "-inf": "-Infinity"}[repr(value)]
+    text = np.format_float_scientific(dtype.type(value), unique=True, trim="-", exp_digits=1)
+    mantissa, exponent = text.split("e")
+    if "." not in mantissa:
+        mantissa += "."
+    power = int(exponent)
+    if -5 <= power < 15:
+        return np.format_float_positional(dtype.type(value), unique=True, trim=".")
+    return f"{mantissa}*^{power}"
+
+
+def _nest(words: list[str], shape: tuple[int, ...]) -> str:
+    for size in reversed(shape[1:]):
+        words = ["{" + ", ".join(words[i : i + size]) + "}" for i in range(0, len(words), size)]
+    return "{" + ", ".join(words) + "}"
+
+
+def quote(text: str) -> str:
+    """A Wolfram Language string literal."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def _context(text: bytes, at: int, width: int = 20) -> str:
+    return text[max(0, at - width // 2) : at + width // 2].decode(errors="replace")

@@ -1,0 +1,195 @@
+"""KServe V2 inference requests and responses: JSON, with the binary tensor extension.
+
+With the extension, the body is a JSON header of ``Inference-Header-Content-Length``
+bytes followed by raw little-endian tensor bytes, in the order of the
+tensors whose ``parameters.binary_data_size`` is set.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+
+from ..errors import BadRequest, PayloadError
+from ..protocol import InferenceRequest, InferenceResponse, numpy_dtype, v2_datatype
+
+JSON_MEDIA_TYPE = "application/json"
+BINARY_MEDIA_TYPE = "application/octet-stream"
+HEADER_LENGTH = "inference-header-content-length"
+
+
+def loads(text: bytes) -> Any:
+    """Parse JSON strictly (NaN and Infinity are not JSON); say where it broke."""
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except json.JSONDecodeError as error:
+        raise PayloadError(
+            f"invalid JSON at line {error.lineno} column {error.colno}: {error.msg}"
+        ) from None
+    except UnicodeDecodeError:
+        raise PayloadError("invalid JSON: the body is not UTF-8 text") from None
+
+
+def _reject_constant(name: str) -> None:
+    raise PayloadError(f"invalid JSON: {name} is not a JSON number; send finite numbers")
+
+
+def decode_request(body: bytes, header_length: str | None = None) -> InferenceRequest:
+    """Read a V2 infer request, JSON alone or JSON followed by binary tensors."""
+    header, binary = _split(body, header_length)
+    document = loads(header)
+    if not isinstance(document, dict) or not isinstance(document.get("inputs"), list):
+        raise PayloadError('expected a JSON object with an "inputs" list')
+    offset = 0
+    inputs: dict[str, np.ndarray] = {}
+    for index, item in enumerate(document["inputs"]):
+        name, array, used = _decode_input(index, item, binary, offset)
+        inputs[name] = array
+        offset += used
+    if offset != len(binary):
+        raise PayloadError(
+            f"binary section holds {len(binary)} bytes; the inputs declare {offset}"
+        )
+    parameters = document.get("parameters") or {}
+    return InferenceRequest(
+        inputs=inputs,
+        id=_optional_str(document, "id"),
+        outputs=_requested_outputs(document),
+        parameters=parameters,
+        binary_outputs=_binary_outputs(parameters, document.get("outputs")),
+    )
+
+
+def _split(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
+    if header_length is None:
+        return body, b""
+    try:
+        length = int(header_length)
+    except ValueError:
+        raise PayloadError(f"{HEADER_LENGTH} must be an integer; got {header_length!r}") from None
+    if not 0 < length <= len(body):
+        raise PayloadError(f"{HEADER_LENGTH} is {length}; the body has {len(body)} bytes")
+    return body[:length], body[length:]
+
+
+def _decode_input(index: int, item: Any, binary: bytes, offset: int) -> tuple[str, np.ndarray, int]:
+    if not isinstance(item, dict):
+        raise PayloadError(f"inputs[{index}] must be an object with name, shape, datatype, data")
+    name = item.get("name")
+    where = f"input {name!r}" if isinstance(name, str) else f"inputs[{index}]"
+    if not isinstance(name, str):
+        raise PayloadError(f"{where}: missing string field 'name'")
+    shape = _shape(where, item.get("shape"))
+    dtype = _dtype(where, item.get("datatype"))
+    size = (item.get("parameters") or {}).get("binary_data_size")
+    if size is not None:
+        return name, _from_binary(where, binary, offset, size, shape, dtype), size
+    if "data" not in item:
+        raise PayloadError(f"{where}: missing 'data' (or parameters.binary_data_size)")
+    return name, _from_json(where, item["data"], shape, dtype), 0
+
+
+def _shape(where: str, shape: Any) -> tuple[int, ...]:
+    if not isinstance(shape, list) or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+    ):
+        raise PayloadError(
+            f"{where}: 'shape' must be a list of non-negative integers; got {shape!r}"
+        )
+    return tuple(shape)
+
+
+def _dtype(where: str, datatype: Any) -> np.dtype:
+    try:
+        return numpy_dtype(datatype)
+    except BadRequest as error:
+        raise PayloadError(f"{where}: {error.message}") from None
+
+
+def _from_json(where: str, data: Any, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    try:
+        array = np.asarray(data, dtype=dtype)
+    except (ValueError, TypeError, OverflowError):
+        raise PayloadError(
+            f"{where}: 'data' must be a flat or nested list of {dtype.name} numbers"
+        ) from None
+    expected = int(np.prod(shape))
+    if array.size != expected:
+        raise PayloadError(
+            f"{where}: shape {list(shape)} needs {expected} values; 'data' holds {array.size}"
+        )
+    return array.reshape(shape)
+
+
+def _from_binary(
+    where: str, binary: bytes, offset: int, size: Any, shape: tuple[int, ...], dtype: np.dtype
+) -> np.ndarray:
+    expected = int(np.prod(shape)) * dtype.itemsize
+    if not isinstance(size, int) or size != expected:
+        raise PayloadError(
+            f"{where}: shape {list(shape)} of {dtype.name} needs {expected} bytes; "
+            f"binary_data_size is {size!r}"
+        )
+    if offset + size > len(binary):
+        raise PayloadError(f"{where}: the binary section ends before this tensor's {size} bytes")
+    little = dtype.newbyteorder("<")
+    return np.frombuffer(binary, little, int(np.prod(shape)), offset).reshape(shape).astype(dtype)
+
+
+def _optional_str(document: dict, key: str) -> str | None:
+    value = document.get(key)
+    return value if isinstance(value, str) else None
+
+
+def _requested_outputs(document: dict) -> list[str] | None:
+    outputs = document.get("outputs")
+    if outputs is None:
+        return None
+    if not isinstance(outputs, list) or not all(
+        isinstance(o, dict) and isinstance(o.get("name"), str) for o in outputs
+    ):
+        raise PayloadError("'outputs' must be a list of objects with a 'name'")
+    return [o["name"] for o in outputs]
+
+
+def _binary_outputs(parameters: Any, outputs: Any) -> set[str]:
+    """Names of the outputs the client wants as binary data ("*" for all)."""
+    wanted = set()
+    if isinstance(parameters, dict) and parameters.get("binary_data_output"):
+        wanted.add("*")
+    for output in outputs or []:
+        if isinstance(output, dict) and (output.get("parameters") or {}).get("binary_data"):
+            wanted.add(output["name"])
+    return wanted
+
+
+def encode_response(
+    response: InferenceResponse, binary: set[str]
+) -> tuple[bytes, dict[str, str]]:
+    """Write a V2 response; outputs named in ``binary`` (or ``*``) go as raw bytes."""
+    outputs, chunks = [], []
+    for name, array in response.outputs.items():
+        entry: dict[str, Any] = {
+            "name": name,
+            "shape": list(array.shape),
+            "datatype": v2_datatype(array.dtype),
+        }
+        if "*" in binary or name in binary:
+            raw = np.ascontiguousarray(array, array.dtype.newbyteorder("<")).tobytes()
+            entry["parameters"] = {"binary_data_size": len(raw)}
+            chunks.append(raw)
+        else:
+            entry["data"] = array.ravel().tolist()
+        outputs.append(entry)
+    document: dict[str, Any] = {"model_name": response.model_name, "outputs": outputs}
+    if response.model_version:
+        document["model_version"] = response.model_version
+    if response.id is not None:
+        document["id"] = response.id
+    header = json.dumps(document, separators=(",", ":")).encode()
+    if not chunks:
+        return header, {"content-type": JSON_MEDIA_TYPE}
+    headers = {"content-type": BINARY_MEDIA_TYPE, HEADER_LENGTH: str(len(header))}
+    return header + b"".join(chunks), headers

@@ -1,0 +1,62 @@
+"""ONNX models through onnxruntime (thread-safe: one session serves all requests)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import MissingDependency
+from ..protocol import ModelSignature, TensorSpec
+from .base import Runtime, dims
+
+# onnxruntime names element types "tensor(float)"; map them to V2 names.
+ONNX_TO_V2 = {
+    "tensor(bool)": "BOOL",
+    "tensor(uint8)": "UINT8",
+    "tensor(uint16)": "UINT16",
+    "tensor(uint32)": "UINT32",
+    "tensor(uint64)": "UINT64",
+    "tensor(int8)": "INT8",
+    "tensor(int16)": "INT16",
+    "tensor(int32)": "INT32",
+    "tensor(int64)": "INT64",
+    "tensor(float16)": "FP16",
+    "tensor(float)": "FP32",
+    "tensor(double)": "FP64",
+}
+
+
+class OnnxRuntime(Runtime):
+    """Runs ``.onnx`` files on the CPU execution provider."""
+
+    suffixes = (".onnx",)
+    extra = ""
+
+    def load(self) -> None:
+        try:
+            import onnxruntime
+        except ImportError:
+            raise MissingDependency("onnxruntime", "onnx", "serving .onnx models") from None
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
+        # Spinning threads burn a core between requests (see FIELD-NOTES).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self.session = onnxruntime.InferenceSession(
+            str(self.path), options, providers=["CPUExecutionProvider"]
+        )
+        self.output_names = [out.name for out in self.session.get_outputs()]
+
+    def signature(self) -> ModelSignature:
+        return ModelSignature(
+            inputs=tuple(_spec(arg) for arg in self.session.get_inputs()),
+            outputs=tuple(_spec(arg) for arg in self.session.get_outputs()),
+        )
+
+    def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        results = self.session.run(self.output_names, inputs)
+        return dict(zip(self.output_names, results))
+
+
+def _spec(arg: object) -> TensorSpec:
+    datatype = ONNX_TO_V2.get(arg.type, arg.type)  # type: ignore[attr-defined]
+    return TensorSpec(arg.name, datatype, dims(arg.shape))  # type: ignore[attr-defined]

@@ -1,0 +1,1 @@
+"""The HTTP transport: an ASGI app (Starlette) run by uvicorn."""

@@ -1,0 +1,101 @@
+"""Mathematica list text: the forms InputForm writes, exact float32 round trips, clear errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mlbridge.codecs.mathematica import MathematicaCodec, format_list, parse_list
+from mlbridge.errors import PayloadError, ShapeMismatch
+
+PARSED = [
+    (b"{1, 2, 3}", [1, 2, 3]),
+    (b"{{1., .5}, {-3, 1.5*^-7}}", [[1.0, 0.5], [-3.0, 1.5e-7]]),
+    (b"{2.5`10., 3.`}", [2.5, 3.0]),
+    (b"{1.25``20, -2.*^3}", [1.25, -2000.0]),
+    (b"{3.`30*^-10}", [3e-10]),
+    (b"\n {\t{1,\r\n 2}, {3,4} }\n", [[1, 2], [3, 4]]),
+    (b"{+1, -0.}", [1.0, -0.0]),
+    (b"{{{1}}, {{2}}}", [[[1]], [[2]]]),
+    (b"{}", []),
+]
+
+MALFORMED = [
+    (b"", "empty body"),
+    (b"   \n", "empty body"),
+    (b"garbage", "unexpected character 'g' at byte 0"),
+    (b"{{1,2},{3}}", "ragged lists at depth 2: lengths 2 and 1"),
+    (b"{{1,2},{3,x}}", "unexpected character 'x' at byte 10"),
+    (b"{1 2}", "separate numbers with commas"),
+    (b"{1,,2}", "separate numbers with commas"),
+    (b"{1.2.3, 4}", "'1.2.3' (number 1) is not a number"),
+    (b"{1-2, 4}", "'1-2' (number 1) is not a number"),
+    (b"{*^5}", "'*^5' (number 1) is not a number"),
+    (b"{{1,2},{3,4}", "1 '{' never closed"),
+    (b"{1,2}}", "unexpected text after the list closes"),
+    (b"{1,2}{3}", "unexpected text after the list closes"),
+    (b"{1,{2}}", "mix numbers and lists"),
+    (b"{{1},2}", "mix numbers and lists"),
+    (b"1, 2", "expected a list in braces"),
+    (b"{1.5e-7}", "unexpected character 'e'"),
+    (b"{Indeterminate}", "unexpected character 'I'"),
+    ("{1, 2, \u00e9}".encode(), "unexpected character"),
+]
+
+
+@pytest.mark.parametrize(("body", "expected"), PARSED)
+def test_parses_inputform_numbers(body: bytes, expected: list) -> None:
+    parsed = parse_list(body)
+    assert parsed.tolist() == expected
+    assert parsed.shape == np.asarray(expected, dtype=float).shape
+
+
+@pytest.mark.parametrize(("body", "message"), MALFORMED)
+def test_malformed_text_names_the_problem(body: bytes, message: str) -> None:
+    with pytest.raises(PayloadError, match=None) as caught:
+        parse_list(body)
+    assert message in caught.value.message
+
+
+FLOAT32_EDGES = np.array(
+    [0.1, 1.0, 1e-5, -2.5e-7, 3e20, 123456.7, 0.0, -0.0, 1e-45, 3.4028235e38, 1 / 3, 0.99999994],
+    dtype=np.float32,
+)
+
+
+def test_float32_values_round_trip_exactly() -> None:
+    text = format_list(FLOAT32_EDGES).encode()
+    assert np.array_equal(parse_list(text).astype(np.float32), FLOAT32_EDGES)
+
+
+def test_random_float32_round_trip(mnist) -> None:
+    values = np.random.default_rng(1).standard_normal((50, 10)).astype(np.float32) * 1e-3
+    assert np.array_equal(parse_list(format_list(values).encode()).astype(np.float32), values)
+    image = mnist[0][0]
+    assert np.array_equal(parse_list(format_list(image).encode()).astype(np.float32), image)
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [(1.0, "1."), (1e-5, "0.00001"), (-2.5e-7, "-2.5*^-7"), (3e20, "3.*^20"), (0.1, "0.1")],
+)
+def test_reals_use_mathematica_notation(value: float, text: str) -> None:
+    assert format_list(np.array([value], dtype=np.float32)) == "{" + text + "}"
+
+
+def test_never_python_exponent_notation() -> None:
+    text = format_list(np.geomspace(1e-30, 1e30, 61, dtype=np.float32))
+    assert "e" not in text and "*^-30" in text
+
+
+def test_integers_and_nesting() -> None:
+    assert format_list(np.array([[1, -2], [3, 4]])) == "{{1, -2}, {3, 4}}"
+
+
+def test_error_is_a_failure_expression() -> None:
+    error = ShapeMismatch('expects "input" [28, 28]')
+    text = MathematicaCodec().encode_error(error).decode()
+    assert text == (
+        'Failure["MLBridge", <|"MessageTemplate" -> "expects \\"input\\" [28, 28]", '
+        '"Status" -> 400, "Code" -> "ShapeMismatch"|>]'
+    )
