@@ -1,0 +1,15 @@
+# Development tasks. `make demo-models` retrains the two bundled demo models from the local
+# MNIST copy (../shared/data/mnist: images 0..7999 train, 8000..9999 held out) and exports
+# them, checked against Keras, to mlbridge/demo_models/ (served as `mnist` and `mnist-cnn`).
+
+PYTHON ?= .venv/bin/python
+MNIST ?= ../shared/data/mnist
+DEMO_BUILD ?= build/demo-models
+DEMO_DIR = mlbridge/demo_models
+
+.PHONY: demo-models
+demo-models:
+	$(PYTHON) -m mlbridge train mnist-mlp --data $(MNIST) --out $(DEMO_BUILD) --seed 0
+	$(PYTHON) -m mlbridge train mnist-cnn --data $(MNIST) --out $(DEMO_BUILD) --seed 0
+	$(PYTHON) -m mlbridge export $(DEMO_BUILD)/mnist-mlp.keras --to onnx --data $(MNIST) --out $(DEMO_DIR) --name mnist
+	$(PYTHON) -m mlbridge export $(DEMO_BUILD)/mnist-cnn.keras --to onnx --data $(MNIST) --out $(DEMO_DIR) --name mnist-cnn

@@ -1,0 +1,99 @@
+"""The `mlbridge train` and `mlbridge export` commands (TensorFlow is imported only when run)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..errors import MissingDependency, MLBridgeError
+
+ARCHITECTURE_NAMES = ("mnist-mlp", "mnist-cnn", "cifar10-cnn")
+EVIDENCE_NAMES = ("asinh", "atan")
+
+
+def _training_modules(purpose: str) -> Any:
+    """Import the TensorFlow-backed modules, or fail with the install hint."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TF's start-up chatter off stderr
+    try:
+        import keras  # noqa: F401
+        import tensorflow  # noqa: F401
+    except ImportError as error:
+        raise MissingDependency("tensorflow", "training", purpose) from error
+    from . import export, train
+
+    return train, export
+
+
+@click.command()
+@click.argument("arch", type=click.Choice(ARCHITECTURE_NAMES))
+@click.option("--data", type=click.Path(exists=True, path_type=Path),
+              help="Local data: MNIST idx folder or .npz, CIFAR-10 pickle folder or .npz. "
+                   "Without it, Keras downloads the data set.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("models"),
+              show_default=True, help="Folder for NAME.keras and NAME.report.json.")
+@click.option("--epochs", type=click.IntRange(min=1),
+              help="Epochs [default: enough to meet the floors; 50 for the references].")
+@click.option("--learning-rate", type=float, default=1e-4, show_default=True, help="Adam's rate.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seeds weights, shuffling and the validation split.")
+@click.option("--evidence", type=click.Choice(EVIDENCE_NAMES),
+              help="Append an EvidenceTweakingLayer with this squash.")
+@click.option("--validation-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.1,
+              show_default=True, help="Share of the training range held for validation.")
+@click.option("--limit", type=click.IntRange(min=1),
+              help="Train on only the first N training images (quick runs).")
+@click.option("--name", help="File stem [default: ARCH, or ARCH-EVIDENCE].")
+def train(**options: Any) -> None:
+    """Train a reference architecture ARCH and report held-out accuracy."""
+    train_module, _ = _guarded(_training_modules, "mlbridge train")
+    config = train_module.TrainConfig(**options)
+    report = _guarded(train_module.train, config)
+    click.echo(train_module.format_report(report))
+    click.echo(f"wrote {config.out / report['model_file']} and its .report.json")
+
+
+@click.command()
+@click.argument("model", type=click.Path(exists=True, path_type=Path))
+@click.option("--to", "formats", default="onnx,tflite", show_default=True,
+              help="Comma-separated formats: onnx, tflite.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for the files [default: the model's folder].")
+@click.option("--name", help="File stem of NAME.onnx/NAME.tflite/NAME.json [default: MODEL's].")
+@click.option("--data", type=click.Path(exists=True, path_type=Path),
+              help="Check on held-out images from this data [default: seeded random inputs].")
+@click.option("--samples", type=click.IntRange(min=1), default=256, show_default=True)
+@click.option("--tolerance", type=float, default=1e-4, show_default=True,
+              help="Largest accepted absolute difference from Keras.")
+def export(model: Path, formats: str, data: Path | None, samples: int, **options: Any) -> None:
+    """Export MODEL (.keras, .h5 or SavedModel) and check every file against Keras."""
+    _, export_module = _guarded(_training_modules, "mlbridge export")
+    chosen = tuple(fmt.strip() for fmt in formats.split(",") if fmt.strip())
+    inputs = _guarded(_samples, export_module, model, data, samples)
+    sidecar = _guarded(export_module.export_model, model, chosen, samples=inputs, **options)
+    for fmt in chosen:
+        result = sidecar["exports"][fmt]
+        click.echo(f"{result['file']}: max |difference| from Keras "
+                   f"{result['max_abs_difference']:.3g} on {result['samples']} samples")  # fmt: skip
+
+
+def _samples(export_module: Any, model: Path, data: Path | None, count: int) -> Any:
+    """Held-out images of the model's data set, or seeded random inputs without --data."""
+    keras_model = export_module.load_source(model)
+    if data is None:
+        return export_module.random_samples(keras_model, count)
+    from .data import load_dataset
+
+    dataset = "cifar10" if tuple(keras_model.inputs[0].shape[1:]) == (32, 32, 3) else "mnist"
+    return load_dataset(dataset, data).scaled().x_heldout[:count]
+
+
+def _guarded(function: Any, *args: Any, **kwargs: Any) -> Any:
+    """Call ``function``; turn domain and file errors into one-line click errors."""
+    try:
+        return function(*args, **kwargs)
+    except (MLBridgeError, ValueError, FileNotFoundError) as error:
+        raise click.ClickException(str(error)) from error

@@ -1,0 +1,69 @@
+"""The EvidenceTweakingLayer, f(x) = A * g(B * x) with g = asinh or atan, and its squashes.
+
+Importing this module registers the layer with Keras (package ``mlbridge``), so that
+``keras.models.load_model`` finds it in a fresh process without ``custom_objects``:
+Keras 3 imports only ``keras*`` modules while loading, so do
+``import mlbridge.training.layers`` first (``mlbridge.training.train.load_model`` does).
+
+The squashes are written with ``keras.ops`` from operations that every export target has
+as a built-in: ``asinh`` is not a TFLite built-in, and ``atan`` is only one as ``atan2``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+from keras import ops
+
+
+def asinh(x: Any) -> Any:
+    """Inverse hyperbolic sine, as sign(x) * log(|x| + sqrt(x² + 1))."""
+    # Odd symmetry keeps large negative x away from log(x + sqrt(x² + 1)) ≈ log(0).
+    magnitude = ops.abs(x)
+    return ops.sign(x) * ops.log(magnitude + ops.sqrt(ops.square(magnitude) + 1.0))
+
+
+def atan(x: Any) -> Any:
+    """Inverse tangent, as atan2(x, 1) (a built-in of TFLite and of ONNX converters)."""
+    return ops.arctan2(x, ops.ones_like(x))
+
+
+SQUASHES = {"asinh": asinh, "atan": atan}
+
+
+def squash(name: str) -> Any:
+    """The squash function called ``name``; ValueError names the known ones."""
+    if name not in SQUASHES:
+        known = ", ".join(sorted(SQUASHES))
+        raise ValueError(f"unknown nonlinearity {name!r}; expected one of: {known}")
+    return SQUASHES[name]
+
+
+@keras.saving.register_keras_serializable(package="mlbridge")
+class EvidenceTweakingLayer(keras.layers.Layer):
+    """Scale and squash evidence: A * g(B * x), with learnable A and B (one weight (2,))."""
+
+    def __init__(self, nonlinearity: str = "asinh", **kwargs: Any) -> None:
+        self._squash = squash(nonlinearity)
+        super().__init__(**kwargs)
+        self.nonlinearity = nonlinearity
+
+    def build(self, input_shape: Any) -> None:
+        """Create the weight [A, B], initialised from a standard normal."""
+        self.ab = self.add_weight(
+            name="ab", shape=(2,), initializer=keras.initializers.RandomNormal(), trainable=True
+        )
+        super().build(input_shape)
+
+    def call(self, inputs: Any) -> Any:
+        """Apply A * g(B * inputs) elementwise."""
+        return self.ab[0] * self._squash(self.ab[1] * inputs)
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        """Elementwise: the output has the input's shape."""
+        return input_shape
+
+    def get_config(self) -> dict[str, Any]:
+        """The base Layer's config plus the nonlinearity."""
+        return {**super().get_config(), "nonlinearity": self.nonlinearity}
