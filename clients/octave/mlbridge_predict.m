@@ -18,7 +18,8 @@ function logits = mlbridge_predict(model, x, conn)
 %
 %   A request the server rejects (wrong shape, unknown model, bad secret)
 %   raises an error whose message is the server's explanation; its
-%   identifier is mlbridge:<Code>, e.g. mlbridge:ShapeMismatch.
+%   identifier is mlbridge:HTTP<status>, e.g. mlbridge:HTTP400 (or
+%   mlbridge:<code> when the server's reply names a code).
 %
 %   Example:
 %     logits = mlbridge_predict('mnist', img);
