@@ -22,7 +22,7 @@ System`URLRead[System`HTTPRequest[url_String, spec_Association], props_List] := 
     Failure["ConnectionFailure", <|"MessageTemplate" -> reply[[3]]|>],
     values = <|"StatusCode" -> reply[[1]], "ContentType" -> reply[[2]], "Body" -> reply[[3]],
       "BodyByteArray" -> reply[[4]]|>;
-    Association[MapThread[Rule, {props, values /@ props}]]]];
+    Association @@ MapThread[Rule, {props, values /@ props}]]];
 
 System`FailureQ[x_] := MatchQ[x, _Failure | $Failed];
 

@@ -109,9 +109,10 @@ MLBridgeModelInfo[model_String] := Module[{conn = connection[], meta},
   If[AssociationQ[$modelInfo[model]], Return[$modelInfo[model]]];
   meta = getJSON[conn, "/v2/models/" <> model];
   If[FailureQ[meta], Return[meta]];
-  $modelInfo[model] = <|"Name" -> meta["name"], "Platform" -> meta["platform"],
-    "Inputs" -> tensorInfo /@ meta["inputs"], "Outputs" -> tensorInfo /@ meta["outputs"],
-    "Labels" -> modelLabels[meta]|>];
+  $modelInfo = Join[$modelInfo, <|model -> <|"Name" -> meta["name"],
+    "Platform" -> meta["platform"], "Inputs" -> tensorInfo /@ meta["inputs"],
+    "Outputs" -> tensorInfo /@ meta["outputs"], "Labels" -> modelLabels[meta]|>|>];
+  $modelInfo[model]];
 
 tensorInfo[spec_Association] :=
   <|"Name" -> spec["name"], "Datatype" -> spec["datatype"], "Shape" -> spec["shape"]|>;
@@ -133,7 +134,7 @@ Image; got " <> ToString[Short[x], InputForm], Missing["NotSent"]];
 
 (* The per-example input shape from the metadata, e.g. {28, 28} or {32, 32, 3}. *)
 exampleShape[model_] := With[{info = MLBridgeModelInfo[model]},
-  If[FailureQ[info], info, Rest[info["Inputs"][[1, "Shape"]]]]];
+  If[FailureQ[info], info, Rest[First[info["Inputs"]]["Shape"]]]];
 
 imageToArray[model_, img_Image] := Module[{shape = exampleShape[model], resized},
   If[FailureQ[shape], Return[shape]];

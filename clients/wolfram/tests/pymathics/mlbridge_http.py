@@ -17,10 +17,10 @@ from mathics.core.builtin import Builtin
 from mathics.core.expression import Expression
 from mathics.core.list import ListExpression
 from mathics.core.parser import MathicsFileLineFeeder
-from mathics.core.parser.util import parser
-from mathics_scanner.errors import SyntaxError as MathicsSyntaxError
 from mathics.core.parser.convert import convert
+from mathics.core.parser.util import parser
 from mathics.core.symbols import Symbol, SymbolFalse, SymbolNull, SymbolTrue
+from mathics_scanner.errors import SyntaxError as MathicsSyntaxError
 
 TIMEOUT_S = 30
 
@@ -60,7 +60,9 @@ class HTTPExchange(Builtin):
         fields = {pair.elements[0].value: pair.elements[1].value for pair in headers.elements}
         status, content_type, data = _exchange(method.value, url.value, fields, payload)
         text = String(data.decode("utf-8", errors="replace"))
-        return ListExpression(Integer(status), String(content_type), text, ByteArray(bytearray(data)))
+        return ListExpression(
+            Integer(status), String(content_type), text, ByteArray(bytearray(data))
+        )
 
 
 def _to_mathics(value):

@@ -1,0 +1,175 @@
+"""The Wolfram Language package MLBridge, run in Mathics3 against a real `mlbridge serve`.
+
+Mathics3 has no HTTP client, so tests/standin.wl supplies URLRead/HTTPRequest on top of a
+test-only Python builtin that really goes over a socket (tests/pymathics/mlbridge_http.py).
+The package itself is loaded unchanged. The script prints `RESULT<TAB>key<TAB>value` lines.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+HERE = Path(__file__).resolve().parent
+PACKAGE = HERE / "MLBridge" / "Kernel" / "MLBridge.wl"
+SCRIPT = HERE / "tests" / "client_test.wl"
+MATHICS = Path(sys.executable).with_name("mathics")
+EXAMPLES = slice(0, 10)  # held-out images 8000..8009
+MAX_MISSES = 1
+RUN_TIMEOUT_S = 300
+
+pytestmark = [
+    pytest.mark.clients,
+    pytest.mark.skipif(
+        not MATHICS.exists() and shutil.which("mathics") is None, reason="Mathics3 not installed"
+    ),
+]
+
+
+def wolfram_list(array: np.ndarray) -> str:
+    """Nested Wolfram list text; 8 significant digits keep Mathics3 reals machine-precision."""
+    if array.ndim == 0:
+        text = f"{float(array):.8g}"
+        return text if any(c in text for c in ".e") else text + "."
+    return "{" + ", ".join(wolfram_list(row) for row in array) + "}"
+
+
+def parse_results(output: str) -> dict[str, str]:
+    """The script's RESULT lines as key -> InputForm text."""
+    results = {}
+    for line in output.splitlines():
+        if line.startswith("RESULT\t"):
+            _, key, value = line.split("\t", 2)
+            results[key] = value
+    return results
+
+
+def wolfram_value(text: str):
+    """Read a printed list/number/string/boolean (InputForm, Mathics3 arrows) into Python."""
+    text = text.replace("⇾", "->").replace("*^", "e")
+    text = text.replace("{", "[").replace("}", "]")
+    return ast.literal_eval(text)
+
+
+@pytest.fixture(scope="module")
+def results(server, mnist, tmp_path_factory) -> dict[str, str]:
+    """Run the Mathics3 script once against the session's server."""
+    images, labels = mnist
+    data = tmp_path_factory.mktemp("wolfram") / "images-8000-8009.m"
+    label_text = "{" + ", ".join(str(int(v)) for v in labels[EXAMPLES]) + "}"
+    data.write_text("{" + wolfram_list(images[EXAMPLES]) + ", " + label_text + "}\n")
+    env = {
+        **server.env,
+        "MLBRIDGE_TEST_IMAGES": str(data),
+        "MLBRIDGE_TEST_PACKAGE": str(PACKAGE),
+        "PYTHONPATH": str(HERE / "tests"),
+        "LD_LIBRARY_PATH": "/leak",  # must not reach the server the package would start
+    }
+    mathics = str(MATHICS) if MATHICS.exists() else "mathics"
+    run = subprocess.run(
+        [mathics, "-f", str(SCRIPT)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_S,
+        cwd=data.parent,
+        check=False,
+    )
+    output = run.stdout + run.stderr
+    assert run.returncode == 0, output
+    found = parse_results(output)
+    assert "server-argv" in found, f"the script stopped early:\n{output}"
+    return found
+
+
+def test_connects_through_server_json(results, server):
+    assert wolfram_value(results["connect-url"]) == server.url
+
+
+def test_lists_models_and_metadata(results):
+    assert "mnist" in wolfram_value(results["models"])
+    assert wolfram_value(results["input-shape"]) == [-1, 28, 28]
+    assert wolfram_value(results["output-shape"]) == [-1, 10]
+    assert wolfram_value(results["labels"]) == [str(d) for d in range(10)]
+
+
+def test_predict_text_transport_matches_v2(results, mnist, v2_infer):
+    images, _ = mnist
+    assert wolfram_value(results["logits-dimensions"]) == [10, 10]
+    expected = v2_infer("mnist", images[EXAMPLES])
+    first = np.array(wolfram_value(results["logits-first"]))
+    np.testing.assert_allclose(first, expected[0], rtol=1e-5, atol=1e-5)
+    one = np.array(wolfram_value(results["logits-one"]))
+    np.testing.assert_allclose(one, expected[0], rtol=1e-5, atol=1e-5)
+
+
+def test_classifies_held_out_digits(results, mnist):
+    _, labels = mnist
+    predicted = [int(label) for label in wolfram_value(results["predicted"])]
+    misses = sum(p != int(t) for p, t in zip(predicted, labels[EXAMPLES], strict=True))
+    assert misses <= MAX_MISSES, f"predicted {predicted}, labels {labels[EXAMPLES].tolist()}"
+    probabilities = wolfram_value(results["probabilities"])
+    assert all(0.0 < p <= 1.0 for p in probabilities)
+
+
+def test_top_n_is_sorted_softmax(results):
+    top3 = results["top3-first"].replace("<|", "{").replace("|>", "}").replace("⇾", ":")
+    ranked = list(ast.literal_eval(top3).values())
+    assert len(ranked) == 3
+    assert ranked == sorted(ranked, reverse=True)
+    assert sum(ranked) <= 1.0 + 1e-9
+
+
+def test_wrong_shape_is_a_failure_with_the_servers_message(results):
+    assert results["wrong-shape-head"] == "Failure"
+    assert wolfram_value(results["wrong-shape-status"]) == 400
+    assert wolfram_value(results["wrong-shape-code"]) == "ShapeMismatch"
+    assert "[2, 2]" in wolfram_value(results["wrong-shape-message"])
+
+
+def test_http_errors_keep_their_status(results):
+    assert wolfram_value(results["unknown-model-status"]) == 404
+    assert wolfram_value(results["wrong-token-status"]) == 401
+
+
+def test_original_design_body_still_works(results):
+    assert wolfram_value(results["original-status"]) == 200
+    np.testing.assert_allclose(
+        wolfram_value(results["original-logits"]), wolfram_value(results["logits-first"])
+    )
+
+
+def test_missing_server_says_how_to_start_one(results):
+    assert wolfram_value(results["no-server-code"]) == "NoServer"
+    assert "no mlbridge server found" in wolfram_value(results["no-server-message"])
+    assert wolfram_value(results["no-server-command"]) == "`mlbridge serve`"
+
+
+def test_hostile_replies_are_never_evaluated(results):
+    assert results["hostile-head"] == "Failure"
+    assert results["hostile-leaked"] == "False"
+    assert wolfram_value(results["hostile-failure-status"]) == 400
+    assert results["hostile-failure-leaked"] == "False"
+
+
+def test_server_process_gets_a_clean_environment(results, server):
+    """The argv the package hands StartProcess drops the kernel's library/Python paths."""
+    argv = wolfram_value(results["server-argv"])
+    assert argv[-2:] == ["mlbridge", "serve"]
+    probe = [sys.executable, "-c", "import json, os; print(json.dumps(dict(os.environ)))"]
+    leaky = {**os.environ, "LD_LIBRARY_PATH": "/leak", "PYTHONHOME": "/leak", "PYTHONPATH": "/x"}
+    run = subprocess.run(
+        [*argv[:-2], *probe], env=leaky, capture_output=True, text=True, check=True, timeout=30
+    )
+    child = json.loads(run.stdout)
+    assert not {"LD_LIBRARY_PATH", "PYTHONHOME", "PYTHONPATH"} & child.keys()
+    assert child["MLBRIDGE_HOME"] == str(server.home)
+    assert "PATH" in child and "HOME" in child
