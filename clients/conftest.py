@@ -20,8 +20,10 @@ _shared = importlib.util.module_from_spec(_spec)
 sys.modules[_spec.name] = _shared  # dataclasses look their module up there
 _spec.loader.exec_module(_shared)
 
-server = _shared.server
-mnist = _shared.mnist
+# Everything public in it, not just the fixtures: under pytest's default import mode
+# both files are the module `conftest`, and tests/ modules do `from conftest import ...`;
+# whichever of the two was imported last must answer them.
+from mlbridge_shared_fixtures import *  # noqa: E402, F403
 
 BATCH = slice(0, 20)  # held-out images 8000..8019
 
