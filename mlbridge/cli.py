@@ -117,17 +117,20 @@ def status() -> None:
 def stop() -> None:
     """Stop the server named in the connection file."""
     from .client import Client
-    from .server.run import process_alive
+    from .server.run import process_alive, read_connection
 
     client = Client()
     pid = client.server_metadata()["pid"]  # asks the server itself: never signal a stranger
     os.kill(pid, signal.SIGTERM)
+    connection = load_settings().connection_file
     deadline = time.monotonic() + STOP_TIMEOUT_S
-    while process_alive(pid) and time.monotonic() < deadline:
+    while time.monotonic() < deadline:
+        # A stopping server removes its connection file; a killed one is simply gone.
+        if read_connection(connection).get("pid") != pid or not process_alive(pid):
+            click.echo(f"stopped the server (pid {pid})")
+            return
         time.sleep(0.05)
-    if process_alive(pid):
-        raise ConfigError(f"the server (pid {pid}) did not stop within {STOP_TIMEOUT_S} s")
-    click.echo(f"stopped the server (pid {pid})")
+    raise ConfigError(f"the server (pid {pid}) did not stop within {STOP_TIMEOUT_S} s")
 
 
 @main.command()

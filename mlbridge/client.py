@@ -47,6 +47,7 @@ class Client:
             read_secret(Path(token_file)) if token_file else None)
         parts = urlsplit(self.url)
         self._connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=TIMEOUT_S)
+        self._inputs: dict[str, list[dict[str, Any]]] = {}
 
     def models(self) -> list[str]:
         """Names of the served models."""
@@ -64,15 +65,26 @@ class Client:
 
     def predict(self, model: str, inputs: np.ndarray | dict[str, np.ndarray],
                 ) -> np.ndarray | dict[str, np.ndarray]:
-        """Run ``model``; an array in gives its first output, a dict gives all outputs."""
-        named = inputs if isinstance(inputs, dict) else {self._input_name(model): inputs}
-        header, tail = _binary_request(named)
+        """Run ``model``; an array in gives its first output, a dict gives all outputs.
+
+        An array with one axis fewer than the model's input is one example:
+        it is sent as a batch of one and the result loses the batch axis.
+        """
+        if isinstance(inputs, dict):
+            return self._infer(model, inputs)
+        spec = self._sole_input(model)
+        single = np.ndim(inputs) == len(spec["shape"]) - 1
+        batch = np.asarray(inputs)[np.newaxis] if single else inputs
+        result = next(iter(self._infer(model, {spec["name"]: batch}).values()))
+        return result[0] if single else result
+
+    def _infer(self, model: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        header, tail = _binary_request(inputs)
         _, headers, body = self._request(
             "POST", f"/v2/models/{model}/infer", header + tail,
             {"Content-Type": "application/octet-stream",
              "Inference-Header-Content-Length": str(len(header))})
-        outputs = _binary_response(body, headers.get("inference-header-content-length"))
-        return outputs if isinstance(inputs, dict) else next(iter(outputs.values()))
+        return _binary_response(body, headers.get("inference-header-content-length"))
 
     def close(self) -> None:
         self._connection.close()
@@ -83,12 +95,14 @@ class Client:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _input_name(self, model: str) -> str:
-        inputs = self.metadata(model)["inputs"]
+    def _sole_input(self, model: str) -> dict[str, Any]:
+        if model not in self._inputs:
+            self._inputs[model] = self.metadata(model)["inputs"]
+        inputs = self._inputs[model]
         if len(inputs) != 1:
             names = ", ".join(i["name"] for i in inputs)
             raise ConfigError(f"model {model!r} has inputs {names}; pass a dict of arrays")
-        return inputs[0]["name"]
+        return inputs[0]
 
     def _json(self, method: str, path: str) -> dict[str, Any]:
         _, _, body = self._request(method, path)

@@ -42,8 +42,8 @@ async def server_metadata(request: Request) -> Response:
 
 
 async def model_list(request: Request) -> Response:
-    models = service(request).registry.models.values()
-    return JSONResponse({"models": [_summary(model) for model in models]})
+    registry = service(request).registry
+    return JSONResponse({"models": [_summary(registry.get(name)) for name in registry.names()]})
 
 
 async def model_metadata(request: Request) -> Response:

@@ -1,0 +1,185 @@
+"""The `mlbridge` command as a user runs it: real processes, real files, real sockets."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import TESTDATA, start_server
+
+MODELS = TESTDATA / "models"
+
+
+def mlbridge(*args: str, env: dict[str, str], stdin: str | None = None,
+             ) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mlbridge", *args], env=env, input=stdin,
+                          capture_output=True, text=True, timeout=120)
+
+
+def listeners(port: int) -> list[str]:
+    """Local addresses listening on ``port``, read from /proc/net/tcp{,6}."""
+    found = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, hex_port = local.split(":")
+            if int(hex_port, 16) == port and state == "0A":
+                found.append(address)
+    return found
+
+
+def test_files_are_private_loopback_only_and_removed_by_stop(tmp_path: Path) -> None:
+    server = start_server(tmp_path / "home", str(MODELS / "linear.onnx"))
+    files = [server.home / "server.json", server.token_file]
+    assert all(stat.S_IMODE(f.stat().st_mode) == 0o600 for f in files)
+    port = int(server.url.rsplit(":", 1)[1])
+    assert listeners(port) == ["0100007F"]  # 127.0.0.1, and nothing else
+    assert server.info["pid"] == server.process.pid and server.info["models"] == ["linear"]
+    stopped = mlbridge("stop", env=server.env)
+    assert stopped.returncode == 0, stopped.stderr
+    server.process.wait(timeout=10)
+    assert not any(f.exists() for f in files)
+
+
+def test_token_file_option_moves_the_secret(tmp_path: Path) -> None:
+    token_file = tmp_path / "elsewhere" / ".ml_server_token"
+    server = start_server(tmp_path / "home", str(MODELS / "linear.onnx"),
+                          "--token-file", str(token_file))
+    try:
+        assert server.token_file == token_file
+        assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+        assert not (server.home / "token").exists()
+        assert "linear" in mlbridge("status", env=server.env).stdout
+    finally:
+        server.stop()
+    assert not token_file.exists()
+
+
+def test_predict_models_and_status_commands(tmp_path: Path, mnist) -> None:
+    server = start_server(tmp_path / "home")
+    try:
+        images, labels = mnist
+        np.save(tmp_path / "images.npy", images[:20])
+        done = mlbridge("predict", "mnist", str(tmp_path / "images.npy"), "--argmax",
+                        env=server.env)
+        assert done.returncode == 0, done.stderr
+        assert np.mean(np.array(json.loads(done.stdout)) == labels[:20]) >= 0.9
+        piped = mlbridge("predict", "mnist", env=server.env, stdin=json.dumps(images[0].tolist()))
+        assert len(json.loads(piped.stdout)) == 10
+        listing = mlbridge("models", env=server.env).stdout
+        assert "mnist  (onnx)  input [-1, 28, 28] FP32 -> output [-1, 10] FP32" in listing
+        assert "mnist-cnn" in mlbridge("status", env=server.env).stdout
+        wrong = mlbridge("predict", "mnist", env=server.env, stdin="[[1, 2]]")
+        assert wrong.returncode == 1 and "Traceback" not in wrong.stderr
+        assert "expects input 'input' of shape [-1, 28, 28]" in wrong.stderr
+    finally:
+        server.stop()
+
+
+def test_tflite_model_served_like_onnx(tmp_path: Path, mnist) -> None:
+    server = start_server(tmp_path / "home", str(MODELS))
+    try:
+        from mlbridge.client import Client
+
+        with Client(home=server.home) as client:
+            assert client.models() == ["linear", "linear-lite", "twoin"]
+            images = mnist[0][:16]
+            onnx, lite = client.predict("linear", images), client.predict("linear-lite", images)
+            assert np.allclose(onnx, lite, atol=1e-5)
+            summed = client.predict("twoin", {"a": np.ones((2, 3), np.float32),
+                                              "b": np.full((2, 3), 2, np.float32)})
+            assert summed["sum"].tolist() == [[3.0] * 3] * 2
+    finally:
+        server.stop()
+
+
+def test_a_broken_model_is_reported_and_the_others_load(tmp_path: Path) -> None:
+    repository = tmp_path / "models"
+    repository.mkdir()
+    (repository / "broken.onnx").write_bytes(b"not a model")
+    (repository / "linear.onnx").write_bytes((MODELS / "linear.onnx").read_bytes())
+    server = start_server(tmp_path / "home", str(repository))
+    try:
+        assert server.info["models"] == ["linear"]
+    finally:
+        server.stop()
+    assert "could not load" in server.log.read_text() and "broken.onnx" in server.log.read_text()
+    env = {**os.environ, "MLBRIDGE_HOME": str(tmp_path / "strict")}
+    strict = mlbridge("serve", "--strict", str(repository), env=env)
+    assert strict.returncode == 1 and "broken.onnx" in strict.stderr
+    assert "Traceback" not in strict.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--host", "0.0.0.0"], "not a loopback address"),
+        (["--host", "example.org"], "is not an IP address"),
+        (["no/such/model.onnx"], "no/such/model.onnx: no such file or folder"),
+    ],
+)
+def test_serve_refuses_with_one_clear_line(tmp_path: Path, args, message) -> None:
+    env = {**os.environ, "MLBRIDGE_HOME": str(tmp_path / "home")}
+    done = mlbridge("serve", *args, env=env)
+    assert done.returncode == 1
+    assert message in done.stderr and "Traceback" not in done.stderr
+
+
+def test_busy_port_and_second_server_are_refused(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        env = {**os.environ, "MLBRIDGE_HOME": str(tmp_path / "a")}
+        done = mlbridge("serve", "--port", str(port), str(MODELS / "linear.onnx"), env=env)
+    assert done.returncode == 1 and f"port {port} on 127.0.0.1 is already in use" in done.stderr
+    server = start_server(tmp_path / "b", str(MODELS / "linear.onnx"))
+    try:
+        again = mlbridge("serve", str(MODELS / "linear.onnx"), env=server.env)
+        assert again.returncode == 1 and "already running" in again.stderr
+        assert server.info == json.loads((server.home / "server.json").read_text())
+    finally:
+        server.stop()
+
+
+def test_commands_without_a_server_say_how_to_start_one(tmp_path: Path) -> None:
+    env = {**os.environ, "MLBRIDGE_HOME": str(tmp_path / "none")}
+    done = mlbridge("status", env=env)
+    assert done.returncode == 1 and "start one with 'mlbridge serve'" in done.stderr
+
+
+def test_serving_the_demo_models_never_imports_tensorflow(tmp_path: Path) -> None:
+    report = tmp_path / "modules.json"
+    probe = (
+        "import atexit, json, sys\n"
+        f"atexit.register(lambda: open({str(report)!r}, 'w').write(json.dumps(sorted(sys.modules))))\n"
+        "from mlbridge.cli import main\n"
+        "main(['serve', '--port', '0'])\n"
+    )
+    home = tmp_path / "home"
+    env = {**os.environ, "MLBRIDGE_HOME": str(home)}
+    process = subprocess.Popen([sys.executable, "-c", probe], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(600):
+            if (home / "server.json").exists():
+                break
+            process.wait(timeout=0.1) if process.poll() is not None else None
+            subprocess.run(["sleep", "0.1"])
+        env_ok = mlbridge("models", env=env)
+        assert "mnist-cnn" in env_ok.stdout
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=30)
+    modules = json.loads(report.read_text())
+    assert "onnxruntime" in modules and "mlbridge.server.app" in modules
+    assert not [m for m in modules if m.split(".")[0] in ("tensorflow", "keras", "tf_keras")]
