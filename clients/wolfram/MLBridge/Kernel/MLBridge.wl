@@ -250,26 +250,21 @@ serverCommand[command_String, args_List, env_List] := If[$OperatingSystem === "W
   Join[{command}, args],
   Join[{"/usr/bin/env", "-i"}, First[#] <> "=" <> Last[#] & /@ env, {command}, args]];
 
-Options[MLBridgeStartServer] = {"Command" -> "mlbridge", "Arguments" -> {}, "Timeout" -> 60};
+Options[MLBridgeStartServer] = {"Command" -> "mlbridge", "Arguments" -> {}};
 
-MLBridgeStartServer[OptionsPattern[]] := Module[
-  {file = FileNameJoin[{homeDirectory[], "server.json"}], env = cleanEnvironment[], process, started},
+(* `mlbridge serve --detach` returns once the server is ready and server.json is written. *)
+MLBridgeStartServer[OptionsPattern[]] := Module[{env = cleanEnvironment[], result},
   If[AssociationQ[Quiet[MLBridgeConnect[]]], Return[MLBridgeConnect[]]];
-  Quiet[DeleteFile[file]];
-  process = StartProcess[
-    serverCommand[OptionValue["Command"], Join[{"serve"}, OptionValue["Arguments"]], env],
+  result = RunProcess[serverCommand[OptionValue["Command"],
+    Join[{"serve", "--detach"}, OptionValue["Arguments"]], env],
     ProcessEnvironment -> Association @@ env];
-  If[process === $Failed, Return[clientFailure["cannot run " <> OptionValue["Command"] <>
-    "; give its full path with \"Command\" -> path", Missing["NotSent"]]]];
-  started = waitForFile[file, process, OptionValue["Timeout"]];
-  If[started, MLBridgeConnect[],
-    clientFailure["mlbridge serve did not write " <> file <> " within " <>
-      ToString[OptionValue["Timeout"]] <> " s", Missing["NoResponse"]]]];
+  If[AssociationQ[result] && result["ExitCode"] === 0, MLBridgeConnect[],
+    clientFailure["could not start the server with " <> OptionValue["Command"] <>
+      " (give its full path with \"Command\" -> path): " <> processOutput[result],
+      Missing["NoResponse"]]]];
 
-waitForFile[file_, process_, timeout_] := Module[{deadline = AbsoluteTime[] + timeout},
-  While[!FileExistsQ[file] && AbsoluteTime[] < deadline && ProcessStatus[process] === "Running",
-    Pause[0.1]];
-  FileExistsQ[file]];
+processOutput[result_Association] := StringTrim[result["StandardError"] <> result["StandardOutput"]];
+processOutput[result_] := ToString[result];
 
 Options[MLBridgeStopServer] = {"Command" -> "mlbridge"};
 
@@ -278,7 +273,7 @@ MLBridgeStopServer[OptionsPattern[]] := Module[{env = cleanEnvironment[], result
     ProcessEnvironment -> Association @@ env];
   $connection = None;
   If[AssociationQ[result] && result["ExitCode"] === 0, Null,
-    clientFailure["mlbridge stop failed: " <> ToString[result], Missing["NotSent"]]]];
+    clientFailure["mlbridge stop failed: " <> processOutput[result], Missing["NotSent"]]]];
 
 End[];
 
