@@ -21,6 +21,7 @@ import pytest
 HERE = Path(__file__).resolve().parent
 PACKAGE = HERE / "MLBridge" / "Kernel" / "MLBridge.wl"
 SCRIPT = HERE / "tests" / "client_test.wl"
+SERVER_SCRIPT = HERE / "tests" / "server_test.wl"
 MATHICS = Path(sys.executable).with_name("mathics")
 EXAMPLES = slice(0, 10)  # held-out images 8000..8009
 MAX_MISSES = 1
@@ -40,6 +41,23 @@ def wolfram_list(array: np.ndarray) -> str:
         text = f"{float(array):.8g}"
         return text if any(c in text for c in ".e") else text + "."
     return "{" + ", ".join(wolfram_list(row) for row in array) + "}"
+
+
+def run_mathics(script: Path, env: dict[str, str], cwd: Path) -> str:
+    """Run a script with `mathics -f`; its stdout and stderr, after a zero exit."""
+    mathics = str(MATHICS) if MATHICS.exists() else "mathics"
+    run = subprocess.run(
+        [mathics, "-f", str(script)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_S,
+        cwd=cwd,
+        check=False,
+    )
+    output = run.stdout + run.stderr
+    assert run.returncode == 0, output
+    return output
 
 
 def parse_results(output: str) -> dict[str, str]:
@@ -73,18 +91,7 @@ def results(server, mnist, tmp_path_factory) -> dict[str, str]:
         "PYTHONPATH": str(HERE / "tests"),
         "LD_LIBRARY_PATH": "/leak",  # must not reach the server the package would start
     }
-    mathics = str(MATHICS) if MATHICS.exists() else "mathics"
-    run = subprocess.run(
-        [mathics, "-f", str(SCRIPT)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=RUN_TIMEOUT_S,
-        cwd=data.parent,
-        check=False,
-    )
-    output = run.stdout + run.stderr
-    assert run.returncode == 0, output
+    output = run_mathics(SCRIPT, env, data.parent)
     found = parse_results(output)
     assert "server-argv" in found, f"the script stopped early:\n{output}"
     return found
@@ -173,3 +180,38 @@ def test_server_process_gets_a_clean_environment(results, server):
     assert not {"LD_LIBRARY_PATH", "PYTHONHOME", "PYTHONPATH"} & child.keys()
     assert child["MLBRIDGE_HOME"] == str(server.home)
     assert "PATH" in child and "HOME" in child
+
+
+def test_start_and_stop_server_from_the_package(tmp_path):
+    """MLBridgeStartServer runs `mlbridge serve --detach` clean; MLBridgeStopServer stops it."""
+    home = tmp_path / "home"
+    env = {
+        **os.environ,
+        "MLBRIDGE_HOME": str(home),
+        "MLBRIDGE_TEST_PACKAGE": str(PACKAGE),
+        "MLBRIDGE_TEST_COMMAND": str(Path(sys.executable).with_name("mlbridge")),
+        "PYTHONPATH": str(HERE / "tests"),
+        "LD_LIBRARY_PATH": "/leak",
+    }
+    started = parse_results(
+        run_mathics(SERVER_SCRIPT, {**env, "MLBRIDGE_TEST_ACTION": "start"}, tmp_path)
+    )
+    info = json.loads((home / "server.json").read_text())
+    try:
+        assert wolfram_value(started["start-url"]) == info["url"]
+        assert "mnist" in wolfram_value(started["start-models"])
+        environ = Path(f"/proc/{info['pid']}/environ").read_bytes().split(b"\0")
+        names = {entry.split(b"=", 1)[0].decode() for entry in environ if entry}
+        assert not {"LD_LIBRARY_PATH", "PYTHONPATH"} & names
+    finally:
+        stopped = parse_results(
+            run_mathics(SERVER_SCRIPT, {**env, "MLBRIDGE_TEST_ACTION": "stop"}, tmp_path)
+        )
+    assert stopped["stop"] == "Null"
+    assert wolfram_value(stopped["after-stop-code"]) == "NoServer"
+    assert not Path(f"/proc/{info['pid']}").exists() or _is_zombie(info["pid"])
+
+
+def _is_zombie(pid: int) -> bool:
+    """A stopped detached server may linger as a zombie until its parent reaps it."""
+    return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"

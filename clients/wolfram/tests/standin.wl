@@ -1,5 +1,5 @@
 (* Test-only stand-ins so that the real MLBridge package runs in Mathics3.
-   Mathics3 lacks URLRead/HTTPRequest, FailureQ and ImportString[..., "RawJSON"], and its
+   Mathics3 lacks URLRead/HTTPRequest, RunProcess, FailureQ and ImportString[..., "RawJSON"], and its
    ToExpression[text, InputForm, HoldComplete] evaluates the text before holding it; these
    definitions supply them with the Wolfram Language's meaning (as far as MLBridge uses it).
    URLRead really talks HTTP over a socket through pymathics/mlbridge_http.py.
@@ -33,3 +33,8 @@ Protect[ImportString];
 Unprotect[ToExpression];
 ToExpression[text_String, InputForm, head_Symbol] := Pymathics`HeldParse[text, head];
 Protect[ToExpression];
+
+(* RunProcess[argv, opts] waits and gives <|"ExitCode", "StandardOutput", "StandardError"|>.
+   ProcessEnvironment is not honoured here: the environment is the argv's business. *)
+System`RunProcess[argv_List, ___] := With[{done = Pymathics`RunArgv[argv]},
+  <|"ExitCode" -> done[[1]], "StandardOutput" -> done[[2]], "StandardError" -> done[[3]]|>];

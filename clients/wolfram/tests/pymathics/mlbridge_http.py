@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
 import urllib.error
 import urllib.request
 
@@ -130,3 +131,20 @@ class HeldParse(Builtin):
         if len(parsed) != 1:  # like ToExpression, one expression or none at all
             return Symbol("System`$Failed")
         return Expression(head, convert(parsed[0], evaluation.definitions))
+
+
+class RunArgv(Builtin):
+    """
+    <dl>
+      <dt>'RunArgv'[{$program$, $arg$, ...}]
+      <dd>runs a program without a shell; gives {exit code, stdout, stderr}.
+    </dl>
+    """
+
+    summary_text = "run a program and wait for it (test-only)"
+
+    def eval(self, argv, evaluation):
+        "RunArgv[argv_List]"
+        words = [element.value for element in argv.elements]
+        done = subprocess.run(words, capture_output=True, text=True, timeout=TIMEOUT_S * 4)
+        return ListExpression(Integer(done.returncode), String(done.stdout), String(done.stderr))
