@@ -29,7 +29,7 @@ def error_reply(path: str, headers: dict[str, str], error: MLBridgeError,
                 codec: CasCodec | None = None) -> Response:
     """The reply that carries ``error`` in the format the caller reads."""
     if not is_cas_path(path):
-        return JSONResponse({"error": error.message}, status_code=error.status)
+        return JSONResponse({"error": error.message, "code": error.code}, error.status)
     request_codec = codec or codec_for_body(headers.get("content-type", ""), b"")
     reply = codec_for_reply(headers.get("accept", ""), request_codec)
     return Response(reply.encode_error(error), error.status, media_type=reply.media_type)

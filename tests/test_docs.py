@@ -1,0 +1,33 @@
+"""Docs that cannot drift: every setting documented, README commands are the ones CI runs."""
+
+from __future__ import annotations
+
+import re
+
+from conftest import REPO
+from mlbridge.settings import SETTINGS, load_settings
+
+README = (REPO / "README.md").read_text()
+
+
+def test_every_setting_is_documented() -> None:
+    page = (REPO / "docs" / "settings.md").read_text()
+    for setting in SETTINGS:
+        row = re.search(rf"^\| {setting.name} \|.*$", page, re.MULTILINE)
+        assert row, f"docs/settings.md lacks a row for {setting.name}"
+        assert setting.env_var in row.group(0)
+
+
+def test_settings_defaults_and_environment() -> None:
+    defaults = load_settings(environ={})
+    assert defaults.host == "127.0.0.1" and defaults.port == 0
+    assert defaults.token_file == defaults.home / "token"
+    custom = load_settings(environ={"MLBRIDGE_PORT": "8123", "MLBRIDGE_STRICT": "yes"})
+    assert custom.port == 8123 and custom.strict is True
+
+
+def test_readme_gives_two_setup_commands_and_ci_runs_the_test_one() -> None:
+    blocks = re.findall(r"```sh\n(.*?)\n```", README.split("## Demo models")[0], re.DOTALL)
+    assert blocks == ["scripts/serve", "scripts/test"]
+    ci = (REPO / ".ci" / "run").read_text()
+    assert re.search(r"^exec scripts/test$", ci, re.MULTILINE)
