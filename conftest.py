@@ -1,4 +1,8 @@
-"""Shared fixtures: a real `mlbridge serve` process on a free port, real MNIST data."""
+"""Fixtures for every test: a real `mlbridge serve` process on a free port, real MNIST data.
+
+The only conftest.py, so that test modules anywhere (tests/, clients/) can
+`from conftest import start_server, TESTDATA, ...` and get this module.
+"""
 
 from __future__ import annotations
 
@@ -8,18 +12,19 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 
 from mlbridge.training.data import load_mnist_idx
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parent
 MNIST_DIR = Path(os.environ.get("MLBRIDGE_MNIST", REPO.parent / "shared" / "data" / "mnist"))
-TESTDATA = Path(__file__).resolve().parent / "testdata"
+TESTDATA = REPO / "tests" / "testdata"
 HELD_OUT = slice(8000, 10000)
 START_TIMEOUT_S = 60
 
@@ -95,3 +100,62 @@ def mnist() -> tuple[np.ndarray, np.ndarray]:
     """The held-out MNIST report set: images 8000..9999 as FP32 in [0,1], and labels."""
     images, labels = load_mnist_idx(MNIST_DIR)
     return (images[HELD_OUT].astype(np.float32) / 255.0), labels[HELD_OUT].astype(np.int64)
+
+
+# Client tests (clients/*/test_*.py)
+
+BATCH = slice(0, 20)  # held-out images 8000..8019
+
+
+@pytest.fixture(scope="session")
+def batch(mnist: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Held-out images 8000..8019 (FP32 [20,28,28] in [0,1]) and their labels."""
+    images, labels = mnist
+    return images[BATCH], labels[BATCH]
+
+
+@pytest.fixture(scope="session")
+def images_file(tmp_path_factory: pytest.TempPathFactory, batch) -> Path:
+    """The batch as raw little-endian float32 in C order, [20,28,28]: any interpreter reads it."""
+    path = tmp_path_factory.mktemp("clients") / "images-8000-8019.f32"
+    batch[0].astype("<f4").tofile(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def v2_infer(server) -> Callable[[str, np.ndarray], np.ndarray]:
+    """Logits straight from the server's V2 endpoint, to compare a client's results with."""
+
+    def infer(model: str, images: np.ndarray) -> np.ndarray:
+        meta = httpx.get(f"{server.url}/v2/models/{model}", headers=server.auth, timeout=30)
+        tensor = {
+            "name": meta.json()["inputs"][0]["name"],
+            "shape": list(images.shape),
+            "datatype": "FP32",
+            "data": images.ravel().tolist(),
+        }
+        reply = httpx.post(
+            f"{server.url}/v2/models/{model}/infer",
+            headers=server.auth,
+            json={"inputs": [tensor]},
+            timeout=30,
+        )
+        reply.raise_for_status()
+        output = reply.json()["outputs"][0]
+        return np.asarray(output["data"], dtype=np.float64).reshape(output["shape"])
+
+    return infer
+
+
+@pytest.fixture(scope="session")
+def v2_error(server) -> Callable[..., str]:
+    """The server's own error message for a request (method, path, optional JSON body)."""
+
+    def error(method: str, path: str, body: dict | None = None) -> str:
+        reply = httpx.request(
+            method, f"{server.url}{path}", headers=server.auth, json=body, timeout=30
+        )
+        assert reply.status_code >= 400, f"{method} {path} was expected to fail"
+        return reply.json()["error"]
+
+    return error
