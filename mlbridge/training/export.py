@@ -9,6 +9,7 @@ the sidecar ``NAME.json`` the server reads: names, shapes, labels, provenance.
 from __future__ import annotations
 
 import json
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -111,17 +112,21 @@ def write_onnx(model: Any, path: Path) -> None:
 
 def write_tflite(model: Any, path: Path) -> None:
     """A TFLite flatbuffer with built-in ops only and signature input 'input', output 'output'."""
-
-    @tf.function(input_signature=[_input_spec(model)])
-    def serve(x: Any) -> dict[str, Any]:
-        return {OUTPUT_NAME: model(x, training=False)}
-
-    converter = tf.lite.TFLiteConverter.from_concrete_functions(
-        [serve.get_concrete_function()], model
+    # Through a SavedModel: from_concrete_functions left the EvidenceTweakingLayer's weight
+    # as an uninitialised resource variable (zeros or NaN in LiteRT), this route freezes it.
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(
+        "serving_default",
+        lambda x: {OUTPUT_NAME: model(x, training=False)},
+        input_signature=[_input_spec(model)],
     )
-    # Built-ins only: the server's plain LiteRT interpreter has no TensorFlow (Flex) ops.
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    path.write_bytes(converter.convert())
+    with tempfile.TemporaryDirectory() as saved:
+        archive.write_out(saved, verbose=False)
+        converter = tf.lite.TFLiteConverter.from_saved_model(saved)
+        # Built-ins only: the server's plain LiteRT interpreter has no TensorFlow (Flex) ops.
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+        path.write_bytes(converter.convert())
 
 
 def run_onnx(path: Path, inputs: np.ndarray) -> np.ndarray:
@@ -200,11 +205,13 @@ def _rename(graph: Any, old: str, new: str) -> None:
 
 def _wrap_saved_model(path: Path) -> Any:
     loaded = tf.saved_model.load(str(path))
-    spec = loaded.signatures["serving_default"].structured_input_signature[1]
-    (input_key, input_spec), = spec.items()
-    inputs = keras.Input(tuple(input_spec.shape[1:]), name=INPUT_NAME)
-    layer = keras.layers.TFSMLayer(str(path), call_endpoint="serving_default")
-    outputs = layer({input_key: inputs})
+    specs = list(loaded.signatures["serving_default"].structured_input_signature[1].values())
+    if len(specs) != 1:
+        raise ValueError(f"{path}: serving_default takes {len(specs)} inputs; expected one")
+    inputs = keras.Input(tuple(specs[0].shape[1:]), name=INPUT_NAME)
+    outputs = keras.layers.TFSMLayer(str(path), call_endpoint="serving_default")(inputs)
     if isinstance(outputs, dict):
+        if len(outputs) != 1:
+            raise ValueError(f"{path}: serving_default has {len(outputs)} outputs; expected one")
         (outputs,) = outputs.values()
     return keras.Model(inputs, outputs, name=path.name)

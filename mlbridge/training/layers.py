@@ -16,12 +16,29 @@ from typing import Any
 import keras
 from keras import ops
 
+# Where the closed form log(t + sqrt(t² + 1)) loses digits: below, 1 + t rounds away t
+# (the Taylor series to t⁹ is exact to 3e-15 there); above, t² nears float32's range.
+ASINH_SERIES_BELOW = 0.05
+ASINH_LOG2X_ABOVE = 1e8
+LOG_2 = 0.6931471805599453
+
 
 def asinh(x: Any) -> Any:
-    """Inverse hyperbolic sine, as sign(x) * log(|x| + sqrt(x² + 1))."""
-    # Odd symmetry keeps large negative x away from log(x + sqrt(x² + 1)) ≈ log(0).
-    magnitude = ops.abs(x)
-    return ops.sign(x) * ops.log(magnitude + ops.sqrt(ops.square(magnitude) + 1.0))
+    """Inverse hyperbolic sine from sign, log and sqrt, accurate near 0 and for huge |x|."""
+    # sign(x) * g(|x|) has gradient 0 at x = 0 (sign' = 0); a constant ±1 factor keeps it 1.
+    sign = ops.where(x < 0, -ops.ones_like(x), ops.ones_like(x))
+    t = sign * x
+    # Each branch sees its input clamped to its range, so the branches not chosen stay finite
+    # and their zero-weighted gradients cannot turn into NaN.
+    small = ops.minimum(t, ASINH_SERIES_BELOW)
+    u = ops.square(small)
+    series = small * (1.0 + u * (-1 / 6 + u * (3 / 40 + u * (-5 / 112 + u * (35 / 1152)))))
+    middle = ops.minimum(t, ASINH_LOG2X_ABOVE)
+    closed = ops.log(middle + ops.sqrt(ops.square(middle) + 1.0))
+    asymptote = ops.log(ops.maximum(t, 1.0)) + LOG_2  # asinh(t) - log(2t) < 1/(4t²)
+    return sign * ops.where(
+        t < ASINH_SERIES_BELOW, series, ops.where(t > ASINH_LOG2X_ABOVE, asymptote, closed)
+    )
 
 
 def atan(x: Any) -> Any:
