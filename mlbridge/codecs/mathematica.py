@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import warnings
+from functools import lru_cache
 
 import numpy as np
 
@@ -26,6 +27,9 @@ _ALLOWED = np.zeros(256, dtype=bool)
 _ALLOWED[list(WHITESPACE + NUMBER_BYTES + b"{},")] = True
 _SEPARATOR = np.zeros(256, dtype=bool)
 _SEPARATOR[list(WHITESPACE + b"{},")] = True
+_STRUCTURE = np.zeros(256, dtype=bool)
+_STRUCTURE[list(b"{},")] = True
+_BLANK_STRUCTURE = bytes.maketrans(b"{},", b"   ")
 
 
 class MathematicaCodec(CasCodec):
@@ -58,9 +62,50 @@ def parse_list(body: bytes) -> np.ndarray:
         raise PayloadError(
             f"expected a list in braces {{...}}; the body starts with {_context(text, 0)!r}"
         )
-    shape = _shape(text, raw)
+    shape = _fast_shape(raw)
+    if shape is None:
+        shape = _shape(text, raw)  # slow, and raises a precise error for a malformed body
     values = _numbers(text, raw, int(np.prod(shape)))
     return values.reshape(shape)
+
+
+def _fast_shape(raw: np.ndarray) -> tuple[int, ...] | None:
+    """The shape, if the body's skeleton is exactly that of a rectangular array.
+
+    The skeleton keeps braces and commas and one ``x`` per number, with no
+    whitespace: ``{{x,x},{x,x}}``. Counting braces per depth gives the only
+    candidate shape; one comparison with that shape's skeleton confirms it.
+    """
+    number = ~_SEPARATOR[raw]
+    starts = number.copy()
+    starts[1:] &= ~number[:-1]
+    keep = _STRUCTURE[raw] | starts
+    skeleton = raw[keep]
+    skeleton[starts[keep]] = ord("x")
+    depth = np.cumsum((skeleton == OPEN).astype(np.int32) - (skeleton == CLOSE))
+    if depth[-1] != 0 or depth.min() < 0:
+        return None
+    opens = np.bincount(depth[skeleton == OPEN], minlength=2)[1:]
+    if opens.size > MAX_RANK:
+        return None
+    if opens.size == 0 or opens[0] != 1:
+        return None
+    leaves = int(np.count_nonzero(starts))
+    shape = tuple(int(inner) // int(outer) for outer, inner in zip(opens, [*opens[1:], leaves]))
+    if int(np.prod(shape)) != leaves or not all(shape):
+        return None
+    if skeleton.tobytes() != _skeleton(shape):
+        return None
+    return shape
+
+
+@lru_cache(maxsize=32)
+def _skeleton(shape: tuple[int, ...]) -> bytes:
+    """The skeleton of a rectangular array of ``shape``: ``{{x,x},{x,x}}`` for (2, 2)."""
+    inner = b"x"
+    for size in reversed(shape):
+        inner = b"{" + b",".join([inner] * size) + b"}"
+    return inner
 
 
 def _check_characters(text: bytes, raw: np.ndarray) -> None:
@@ -128,9 +173,9 @@ def _numbers(text: bytes, raw: np.ndarray, expected: int) -> np.ndarray:
     if tokens == 0 == expected:
         return np.zeros(0)
     plain = PRECISION_MARK.sub(b"", text) if b"`" in text else text
-    plain = plain.replace(b"*^", b"e")
-    for mark in b"{},":
-        plain = plain.replace(bytes([mark]), b" ")
+    plain = plain.translate(_BLANK_STRUCTURE)
+    if b"*" in plain:
+        plain = plain.replace(b"*^", b"e")
     values = _fromstring(plain)
     if values is not None and values.size == expected == tokens:
         return values
