@@ -19,6 +19,7 @@ import click
 from . import __version__
 from .errors import ConfigError, MLBridgeError
 from .settings import load_settings
+from .training.commands import export, train
 
 STOP_TIMEOUT_S = 15
 
@@ -155,14 +156,6 @@ def predict(model: str, source: str, key: str | None, output: Path | None, argma
         click.echo(json.dumps(result.tolist()))
 
 
-def _register_training_commands() -> None:
-    from .training.commands import export, train
-
-    main.add_command(train)
-    main.add_command(export)
-
-
-import importlib.util  # noqa: E402  (temporary until training/commands.py lands)
-
-if importlib.util.find_spec("mlbridge.training.commands"):
-    _register_training_commands()
+# Training commands import TensorFlow only when they run.
+main.add_command(train)
+main.add_command(export)
