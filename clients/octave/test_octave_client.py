@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import TESTDATA
+
 OCTAVE = shutil.which("octave")
 CLIENT = Path(__file__).resolve().parent
 
@@ -21,6 +23,23 @@ pytestmark = [
 READ_IMAGES = """
 fid = fopen('{images}', 'r'); v = fread(fid, Inf, 'float32', 0, 'ieee-le'); fclose(fid);
 x = permute(reshape(v, 28, 28, []), [3 2 1]);
+"""
+# Golden payloads (tests/testdata/README.md): image 8000, digit 4, as a V2 JSON request and
+# the server's recorded reply, decoded here by Octave's own jsondecode.
+GOLDEN = """
+req = jsondecode(fileread('{testdata}/mnist-8000.request.v2.json')).inputs;
+golden = jsondecode(fileread('{testdata}/mnist-8000.reply.v2.json')).outputs;
+assert(isequal(req.shape(:).', [1 28 28]), 'golden request shape %s', mat2str(req.shape(:).'));
+assert(isequal(golden.shape(:).', [1 10]), 'golden reply shape %s', mat2str(golden.shape(:).'));
+img = reshape(req.data, 28, 28).';  % V2 data is row-major: 28 values per image row
+assert(isequal(single(img), single(squeeze(x(1, :, :)))), 'golden request is not image 8000');
+expected = golden.data(:).';
+one = mlbridge_predict('mnist', img);
+batch = mlbridge_predict('mnist', permute(reshape(req.data, fliplr(req.shape(:).')), [3 2 1]));
+assert(isequal(size(one), [1 10]) && isequal(size(batch), [1 10]));
+printf('one-image %.3g\\n', max(abs(one - expected)));
+printf('batch-of-one %.3g\\n', max(abs(batch - expected)));
+[~, k] = max(one); printf('digit %d\\n', k - 1);
 """
 WRITE_ROWS = "fprintf([repmat('%.9g ', 1, size(L, 2)) '\\n'], L.');"
 
@@ -58,6 +77,14 @@ def test_batch_predictions_match_labels_and_server(
     assert logits.shape == (20, 10)
     assert (logits.argmax(axis=1) == labels).sum() >= 19
     np.testing.assert_allclose(logits, v2_infer(model, images), rtol=1e-5, atol=1e-5)
+
+
+def test_golden_request_gives_the_golden_reply(server, images_file, tmp_path):
+    script = READ_IMAGES.format(images=images_file) + GOLDEN.format(testdata=TESTDATA)
+    found = dict(line.split() for line in octave(script, server.env, tmp_path).splitlines())
+    assert found["digit"] == "4"
+    assert float(found["one-image"]) <= 1e-5, "28x28 matrix: logits differ from the golden"
+    assert float(found["batch-of-one"]) <= 1e-5, "1x28x28 array: logits differ from the golden"
 
 
 def test_single_image_matrix_is_read_row_by_column(server, batch, images_file, tmp_path):

@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import TESTDATA
+
 RSCRIPT = shutil.which("Rscript")
 CLIENT = Path(__file__).resolve().parent / "mlbridge.R"
 
@@ -21,6 +23,26 @@ pytestmark = [
 READ_IMAGES = """
 v <- readBin('{images}', "numeric", n = 20 * 784, size = 4, endian = "little")
 x <- aperm(array(v, c(28, 28, 20)), c(3, 2, 1))
+"""
+# Golden payloads (tests/testdata/README.md): image 8000, digit 4, as a V2 JSON request and
+# the server's recorded reply, decoded here by R's own jsonlite.
+GOLDEN = """
+req <- jsonlite::fromJSON('{testdata}/mnist-8000.request.v2.json', simplifyVector = FALSE)
+golden <- jsonlite::fromJSON('{testdata}/mnist-8000.reply.v2.json', simplifyVector = FALSE)
+req <- req$inputs[[1]]
+golden <- golden$outputs[[1]]
+stopifnot(identical(as.integer(unlist(req$shape)), c(1L, 28L, 28L)))
+stopifnot(identical(as.integer(unlist(golden$shape)), c(1L, 10L)))
+data <- as.numeric(unlist(req$data))
+img <- matrix(data, 28, 28, byrow = TRUE)  # V2 data is row-major: 28 values per image row
+stopifnot(identical(img, x[1, , ]))  # both hold float32 values exactly
+expected <- as.numeric(unlist(golden$data))
+one <- mlbridge_predict('mnist', img)
+batch <- mlbridge_predict('mnist', aperm(array(data, c(28, 28, 1)), c(3, 2, 1)))
+stopifnot(length(one) == 10, identical(dim(batch), c(1L, 10L)))
+cat('one-image', max(abs(one - expected)), '\\n')
+cat('batch-of-one', max(abs(batch[1, ] - expected)), '\\n')
+cat('digit', which.max(one) - 1, '\\n')
 """
 WRITE_ROWS = (
     "write.table(format(L, digits = 9), quote = FALSE, row.names = FALSE, col.names = FALSE)"
@@ -65,6 +87,14 @@ def test_batch_predictions_match_labels_and_server(
     assert logits.shape == (20, 10)
     assert (logits.argmax(axis=1) == labels).sum() >= 19
     np.testing.assert_allclose(logits, v2_infer(model, images), rtol=1e-5, atol=1e-5)
+
+
+def test_golden_request_gives_the_golden_reply(server, images_file, tmp_path):
+    script = READ_IMAGES.format(images=images_file) + GOLDEN.format(testdata=TESTDATA)
+    found = dict(line.split() for line in rscript(script, server.env, tmp_path).splitlines())
+    assert found["digit"] == "4"
+    assert float(found["one-image"]) <= 1e-5, "28x28 matrix: logits differ from the golden"
+    assert float(found["batch-of-one"]) <= 1e-5, "1x28x28 array: logits differ from the golden"
 
 
 def test_single_image_matrix_is_read_row_by_column(server, batch, images_file, tmp_path):

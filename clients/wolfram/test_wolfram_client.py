@@ -18,6 +18,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import TESTDATA
+from mlbridge.codecs.mathematica import parse_list
+
 HERE = Path(__file__).resolve().parent
 PACKAGE = HERE / "MLBridge" / "Kernel" / "MLBridge.wl"
 SCRIPT = HERE / "tests" / "client_test.wl"
@@ -36,9 +39,9 @@ pytestmark = [
 
 
 def wolfram_list(array: np.ndarray) -> str:
-    """Nested Wolfram list text; 8 significant digits keep Mathics3 reals machine-precision."""
+    """Nested Wolfram list text; 9 significant digits give back every float32 exactly."""
     if array.ndim == 0:
-        text = f"{float(array):.8g}"
+        text = f"{float(array):.9g}"
         return text if any(c in text for c in ".e") else text + "."
     return "{" + ", ".join(wolfram_list(row) for row in array) + "}"
 
@@ -88,12 +91,14 @@ def results(server, mnist, tmp_path_factory) -> dict[str, str]:
         **server.env,
         "MLBRIDGE_TEST_IMAGES": str(data),
         "MLBRIDGE_TEST_PACKAGE": str(PACKAGE),
+        "MLBRIDGE_TEST_TESTDATA": str(TESTDATA),
         "PYTHONPATH": str(HERE / "tests"),
         "LD_LIBRARY_PATH": "/leak",  # must not reach the server the package would start
     }
     output = run_mathics(SCRIPT, env, data.parent)
     found = parse_results(output)
     assert "server-argv" in found, f"the script stopped early:\n{output}"
+    found["image-8000-text-file"] = str(data.parent / "image-8000.text")
     return found
 
 
@@ -116,6 +121,32 @@ def test_predict_text_transport_matches_v2(results, mnist, v2_infer):
     np.testing.assert_allclose(first, expected[0], rtol=1e-5, atol=1e-5)
     one = np.array(wolfram_value(results["logits-one"]))
     np.testing.assert_allclose(one, expected[0], rtol=1e-5, atol=1e-5)
+
+
+def golden_v2_logits() -> np.ndarray:
+    """The recorded V2 JSON reply to image 8000: 10 logits."""
+    reply = json.loads((TESTDATA / "mnist-8000.reply.v2.json").read_text())
+    return np.asarray(reply["outputs"][0]["data"], dtype=np.float64)
+
+
+def test_golden_text_reply_reads_as_the_golden_logits(results):
+    logits = np.array(wolfram_value(results["golden-reply-text"]), dtype=np.float64)
+    assert logits.shape == (10,)
+    np.testing.assert_allclose(logits, golden_v2_logits(), rtol=0, atol=1e-5)
+    assert int(np.argmax(logits)) == 4
+
+
+def test_text_encoding_of_image_8000_is_the_golden_request(results):
+    sent = parse_list(Path(results["image-8000-text-file"]).read_bytes())
+    golden = parse_list((TESTDATA / "mnist-8000.request.text").read_bytes())
+    assert sent.shape == golden.shape == (28, 28)
+    np.testing.assert_array_equal(sent.astype(np.float32), golden.astype(np.float32))
+
+
+def test_live_text_reply_to_image_8000_matches_the_golden_reply(results):
+    live = np.array(wolfram_value(results["logits-one"]), dtype=np.float64)
+    golden = parse_list((TESTDATA / "mnist-8000.reply.text").read_bytes())
+    np.testing.assert_allclose(live, golden, rtol=0, atol=1e-5)
 
 
 def test_classifies_held_out_digits(results, mnist):

@@ -1,7 +1,8 @@
 (* Mathics3 script driven by test_wolfram_client.py: exercises the real MLBridge package against
    a running server through the stand-ins. Prints one "RESULT<TAB>key<TAB>value" line per check;
    the Python side asserts on them. Environment: MLBRIDGE_HOME (the server's home),
-   MLBRIDGE_TEST_IMAGES (a file holding {images, labels}), MLBRIDGE_TEST_PACKAGE. *)
+   MLBRIDGE_TEST_IMAGES (a file holding {images, labels}, images[[1]] being image 8000),
+   MLBRIDGE_TEST_PACKAGE, MLBRIDGE_TEST_TESTDATA (the golden payloads, tests/testdata). *)
 
 Get[FileNameJoin[{DirectoryName[$InputFileName], "standin.wl"}]];
 Get[Environment["MLBRIDGE_TEST_PACKAGE"]];
@@ -38,6 +39,14 @@ emit["wrong-shape-head", Head[wrongShape]];
 emit["wrong-shape-status", wrongShape[[2]]["Status"]];
 emit["wrong-shape-code", wrongShape[[2]]["Code"]];
 emit["wrong-shape-message", wrongShape[[2]]["MessageTemplate"]];
+
+(* Golden payloads: the recorded text reply read the package's way (held, numbers only), and
+   the package's own text encoding of image 8000, written out for the Python side to parse. *)
+goldenFile[name_String] := FileNameJoin[{Environment["MLBRIDGE_TEST_TESTDATA"], name}];
+emit["golden-reply-text", MLBridge`Private`decodeReply["Text",
+  {200, Import[goldenFile["mnist-8000.reply.text"], "Text"]}]];
+Export[FileNameJoin[{DirectoryName[Environment["MLBRIDGE_TEST_IMAGES"]], "image-8000.text"}],
+  MLBridge`Private`encodeBody["Text", MLBridge`Private`toArray["mnist", images[[1]]]], "Text"];
 
 unknown = MLBridgePredict["no-such-model", images[[1]], "Transport" -> "Text"];
 emit["unknown-model-status", unknown[[2]]["Status"]];
