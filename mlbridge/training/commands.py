@@ -29,23 +29,50 @@ def _training_modules(purpose: str) -> Any:
 
 @click.command()
 @click.argument("arch", type=click.Choice(ARCHITECTURE_NAMES))
-@click.option("--data", type=click.Path(exists=True, path_type=Path),
-              help="Local data: MNIST idx folder or .npz, CIFAR-10 pickle folder or .npz. "
-                   "Without it, Keras downloads the data set.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("models"),
-              show_default=True, help="Folder for NAME.keras and NAME.report.json.")
-@click.option("--epochs", type=click.IntRange(min=1),
-              help="Epochs [default: enough to meet the floors; 50 for the references].")
+@click.option(
+    "--data",
+    type=click.Path(exists=True, path_type=Path),
+    help="Local data: MNIST idx folder or .npz, CIFAR-10 pickle folder or .npz. "
+    "Without it, Keras downloads the data set.",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("models"),
+    show_default=True,
+    help="Folder for NAME.keras and NAME.report.json.",
+)
+@click.option(
+    "--epochs",
+    type=click.IntRange(min=1),
+    help="Epochs [default: enough to meet the floors; 50 for the references].",
+)
 @click.option("--learning-rate", type=float, default=1e-4, show_default=True, help="Adam's rate.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True,
-              help="Seeds weights, shuffling and the validation split.")
-@click.option("--evidence", type=click.Choice(EVIDENCE_NAMES),
-              help="Append an EvidenceTweakingLayer with this squash.")
-@click.option("--validation-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.1,
-              show_default=True, help="Share of the training range held for validation.")
-@click.option("--limit", type=click.IntRange(min=1),
-              help="Train on only the first N training images (quick runs).")
+@click.option(
+    "--seed",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Seeds weights, shuffling and the validation split.",
+)
+@click.option(
+    "--evidence",
+    type=click.Choice(EVIDENCE_NAMES),
+    help="Append an EvidenceTweakingLayer with this squash.",
+)
+@click.option(
+    "--validation-fraction",
+    type=click.FloatRange(0, 1, max_open=True),
+    default=0.1,
+    show_default=True,
+    help="Share of the training range held for validation.",
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    help="Train on only the first N training images (quick runs).",
+)
 @click.option("--name", help="File stem [default: ARCH, or ARCH-EVIDENCE].")
 def train(**options: Any) -> None:
     """Train a reference architecture ARCH and report held-out accuracy."""
@@ -58,16 +85,32 @@ def train(**options: Any) -> None:
 
 @click.command()
 @click.argument("model", type=click.Path(exists=True, path_type=Path))
-@click.option("--to", "formats", default="onnx,tflite", show_default=True,
-              help="Comma-separated formats: onnx, tflite.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
-              help="Folder for the files [default: the model's folder].")
+@click.option(
+    "--to",
+    "formats",
+    default="onnx,tflite",
+    show_default=True,
+    help="Comma-separated formats: onnx, tflite.",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder for the files [default: the model's folder].",
+)
 @click.option("--name", help="File stem of NAME.onnx/NAME.tflite/NAME.json [default: MODEL's].")
-@click.option("--data", type=click.Path(exists=True, path_type=Path),
-              help="Check on held-out images from this data [default: seeded random inputs].")
+@click.option(
+    "--data",
+    type=click.Path(exists=True, path_type=Path),
+    help="Check on held-out images from this data [default: seeded random inputs].",
+)
 @click.option("--samples", type=click.IntRange(min=1), default=256, show_default=True)
-@click.option("--tolerance", type=float, default=1e-4, show_default=True,
-              help="Largest accepted absolute difference from Keras.")
+@click.option(
+    "--tolerance",
+    type=float,
+    default=1e-4,
+    show_default=True,
+    help="Largest accepted absolute difference from Keras.",
+)
 def export(model: Path, formats: str, data: Path | None, samples: int, **options: Any) -> None:
     """Export MODEL (.keras, .h5 or SavedModel) and check every file against Keras."""
     _, export_module = _guarded(_training_modules, "mlbridge export")
@@ -76,8 +119,10 @@ def export(model: Path, formats: str, data: Path | None, samples: int, **options
     sidecar = _guarded(export_module.export_model, model, chosen, samples=inputs, **options)
     for fmt in chosen:
         result = sidecar["exports"][fmt]
-        click.echo(f"{result['file']}: max |difference| from Keras "
-                   f"{result['max_abs_difference']:.3g} on {result['samples']} samples")  # fmt: skip
+        click.echo(
+            f"{result['file']}: max |difference| from Keras "
+            f"{result['max_abs_difference']:.3g} on {result['samples']} samples"
+        )
 
 
 def _samples(export_module: Any, model: Path, data: Path | None, count: int) -> Any:

@@ -90,7 +90,7 @@ def load_cifar10(path: Path | None = None) -> Dataset:
         return _from_npz(path, "cifar10")
     batches = sorted(path.glob("data_batch_*"))
     if not batches or not (path / "test_batch").exists():
-        raise FileNotFoundError(f"{path}: expected CIFAR-10 pickle files data_batch_N and test_batch")
+        raise FileNotFoundError(f"{path}: expected CIFAR-10 pickles data_batch_N and test_batch")
     x_train, y_train = _stack([read_cifar_batch(batch) for batch in batches])
     x_test, y_test = read_cifar_batch(path / "test_batch")
     return Dataset("cifar10", x_train, y_train, x_test, y_test, _cifar_label_names(path))
@@ -120,7 +120,7 @@ def split_validation(
     if not 0.0 <= fraction < 1.0:
         raise ValueError(f"validation fraction must be in [0, 1); got {fraction}")
     order = np.random.default_rng(seed).permutation(len(x))
-    cut = len(x) - int(round(len(x) * fraction))
+    cut = len(x) - round(len(x) * fraction)
     keep, held = order[:cut], order[cut:]
     return (x[keep], y[keep]), (x[held], y[held])
 
@@ -142,9 +142,12 @@ def _from_npz(path: Path, name: str) -> Dataset:
         if missing:
             raise ValueError(f"{path}: missing arrays {sorted(missing)} (Keras-style .npz)")
         return Dataset(
-            name, arrays["x_train"], _flat(arrays["y_train"]),
-            arrays["x_test"], _flat(arrays["y_test"]),
-        )  # fmt: skip
+            name,
+            arrays["x_train"],
+            _flat(arrays["y_train"]),
+            arrays["x_test"],
+            _flat(arrays["y_test"]),
+        )
 
 
 def _from_keras(name: str) -> Dataset:

@@ -45,15 +45,18 @@ def export_model(
     """Export ``model_path`` to ``formats`` in ``out``; return the sidecar written beside them."""
     unknown = set(formats) - set(FORMATS)
     if unknown:
-        raise ValueError(f"unknown export format(s) {sorted(unknown)}; expected: {', '.join(FORMATS)}")
+        known = ", ".join(FORMATS)
+        raise ValueError(f"unknown export format(s) {sorted(unknown)}; expected: {known}")
     model = load_source(model_path)
     out = out or model_path.parent
     name = name or model_path.stem
     out.mkdir(parents=True, exist_ok=True)
     inputs = samples if samples is not None else random_samples(model)
     expected = np.asarray(model(inputs, training=False))
-    results = {fmt: _export_checked(model, fmt, out / f"{name}.{fmt}", inputs, expected, tolerance)
-               for fmt in formats}  # fmt: skip
+    results = {
+        fmt: _export_checked(model, fmt, out / f"{name}.{fmt}", inputs, expected, tolerance)
+        for fmt in formats
+    }
     sidecar = build_sidecar(model, model_path, out / f"{name}.json", results)
     (out / f"{name}.json").write_text(json.dumps(sidecar, indent=2) + "\n")
     return sidecar
@@ -136,8 +139,10 @@ def run_onnx(path: Path, inputs: np.ndarray) -> np.ndarray:
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     declared = session.get_inputs()[0]
     if declared.name != INPUT_NAME or isinstance(declared.shape[0], int):
-        raise ExportCheckFailed(f"{path.name}: input {declared.name} {declared.shape}; "
-                                f"expected '{INPUT_NAME}' with a dynamic batch")  # fmt: skip
+        raise ExportCheckFailed(
+            f"{path.name}: input {declared.name} {declared.shape}; "
+            f"expected '{INPUT_NAME}' with a dynamic batch"
+        )
     return session.run([OUTPUT_NAME], {INPUT_NAME: inputs})[0]
 
 

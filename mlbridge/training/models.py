@@ -12,9 +12,17 @@ from .layers import EvidenceTweakingLayer
 
 MNIST_LABELS = tuple(str(digit) for digit in range(10))
 CIFAR10_LABELS = (
-    "airplane", "automobile", "bird", "cat", "deer",
-    "dog", "frog", "horse", "ship", "truck",
-)  # fmt: skip
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+)
 
 
 @dataclass(frozen=True)
@@ -56,27 +64,40 @@ ARCHITECTURES = {
     arch.name: arch
     for arch in (
         Architecture(
-            "mnist-mlp", "mnist", (28, 28), MNIST_LABELS,
-            "MNIST digits: Flatten, Dense(50, tanh) x4, Dense(10); 10 logits", _mlp,
+            "mnist-mlp",
+            "mnist",
+            (28, 28),
+            MNIST_LABELS,
+            "MNIST digits: Flatten, Dense(50, tanh) x4, Dense(10); 10 logits",
+            _mlp,
         ),
         Architecture(
-            "mnist-cnn", "mnist", (28, 28), MNIST_LABELS,
+            "mnist-cnn",
+            "mnist",
+            (28, 28),
+            MNIST_LABELS,
             "MNIST digits: Conv2D(32)-MaxPool-Conv2D(64)-MaxPool-Dropout-Dense(50)-Dense(10);"
-            " 10 logits", _cnn,
+            " 10 logits",
+            _cnn,
         ),
         Architecture(
-            "cifar10-cnn", "cifar10", (32, 32, 3), CIFAR10_LABELS,
+            "cifar10-cnn",
+            "cifar10",
+            (32, 32, 3),
+            CIFAR10_LABELS,
             "CIFAR-10 images: Conv2D(32)-MaxPool-Conv2D(64)-MaxPool-Dropout-Dense(50)-Dense(10);"
-            " 10 logits", _cnn,
+            " 10 logits",
+            _cnn,
         ),
     )
-}  # fmt: skip
+}
 
 
 def architecture(name: str) -> Architecture:
     """The architecture called ``name``; ValueError names the known ones."""
     if name not in ARCHITECTURES:
-        raise ValueError(f"unknown architecture {name!r}; expected one of: {', '.join(ARCHITECTURES)}")
+        known = ", ".join(ARCHITECTURES)
+        raise ValueError(f"unknown architecture {name!r}; expected one of: {known}")
     return ARCHITECTURES[name]
 
 

@@ -73,10 +73,15 @@ def train(config: TrainConfig) -> dict[str, Any]:
     epochs = config.epochs or DEFAULT_EPOCHS[config.arch]
     timer = EpochTimer()
     history = model.fit(
-        x_fit, y_fit, batch_size=config.batch_size, epochs=epochs, callbacks=[timer],
+        x_fit,
+        y_fit,
+        batch_size=config.batch_size,
+        epochs=epochs,
+        callbacks=[timer],
         validation_data=validation if len(validation[0]) else None,
-        shuffle=True, verbose=config.verbose,
-    )  # fmt: skip
+        shuffle=True,
+        verbose=config.verbose,
+    )
     loss, accuracy = model.evaluate(data.x_heldout, data.y_heldout, batch_size=256, verbose=0)
     config.out.mkdir(parents=True, exist_ok=True)
     model_file = config.out / f"{config.model_name}.keras"
@@ -142,7 +147,8 @@ def package_versions() -> dict[str, str]:
 
 def format_report(report: dict[str, Any]) -> str:
     """The report as a plain-text table: one row per epoch, then the totals."""
-    head = f"{'epoch':>5}  {'loss':>8}  {'accuracy':>8}  {'val_loss':>8}  {'val_acc':>8}  {'seconds':>7}"
+    titles = ("loss", "accuracy", "val_loss", "val_acc")
+    head = f"{'epoch':>5}  " + "  ".join(f"{t:>8}" for t in titles) + f"  {'seconds':>7}"
     rows = [head, "-" * len(head)]
     for row in report["history"]:
         cells = [_cell(row.get(key)) for key in ("loss", "accuracy", "val_loss", "val_accuracy")]
@@ -152,7 +158,8 @@ def format_report(report: dict[str, Any]) -> str:
         f"architecture      {report['architecture']}"
         + (f" + EvidenceTweakingLayer({report['evidence']})" if report["evidence"] else ""),
         f"parameters        {report['parameters']:,}",
-        f"train/val/heldout {report['train_size']}/{report['validation_size']}/{report['heldout_size']}",
+        "train/val/heldout "
+        + "/".join(str(report[k]) for k in ("train_size", "validation_size", "heldout_size")),
         f"held-out accuracy {report['heldout_accuracy']:.4f}",
         f"model             {report['model_file']}",
     ]

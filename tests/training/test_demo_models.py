@@ -17,8 +17,9 @@ SIDECAR_KEYS = {"labels", "inputs", "outputs", "description", "architecture", "h
 @pytest.mark.parametrize("name", sorted(FLOORS))
 def test_demo_model_meets_its_floor_on_the_heldout_images(name: str, mnist) -> None:
     images, labels = mnist
-    session = onnxruntime.InferenceSession(str(DEMO / f"{name}.onnx"),
-                                           providers=["CPUExecutionProvider"])  # fmt: skip
+    session = onnxruntime.InferenceSession(
+        str(DEMO / f"{name}.onnx"), providers=["CPUExecutionProvider"]
+    )
     (logits,) = session.run(["output"], {"input": images})
     accuracy = float(np.mean(logits.argmax(1) == labels))
     sidecar = json.loads((DEMO / f"{name}.json").read_text())
@@ -35,8 +36,9 @@ def test_demo_sidecar_declares_the_served_signature(name: str) -> None:
     assert sidecar["labels"] == [str(d) for d in range(10)]
     assert sidecar["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, 28, 28]}]
     assert sidecar["outputs"] == [{"name": "output", "datatype": "FP32", "shape": [-1, 10]}]
-    session = onnxruntime.InferenceSession(str(DEMO / f"{name}.onnx"),
-                                           providers=["CPUExecutionProvider"])  # fmt: skip
+    session = onnxruntime.InferenceSession(
+        str(DEMO / f"{name}.onnx"), providers=["CPUExecutionProvider"]
+    )
     (declared,), (answer,) = session.get_inputs(), session.get_outputs()
     assert (declared.name, answer.name) == ("input", "output")
     assert isinstance(declared.shape[0], str) and declared.shape[1:] == [28, 28]

@@ -40,7 +40,9 @@ def test_known_values_at_a2_b05(nonlinearity: str) -> None:
 @pytest.mark.parametrize("nonlinearity", sorted(SQUASHES))
 def test_known_values_in_float32(nonlinearity: str) -> None:
     got = np.asarray(_layer(nonlinearity, 2.0, 0.5, "float32")(POINTS[None, :].astype("float32")))
-    np.testing.assert_allclose(got[0], 2.0 * REFERENCE[nonlinearity](0.5 * POINTS), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(
+        got[0], 2.0 * REFERENCE[nonlinearity](0.5 * POINTS), rtol=1e-5, atol=1e-7
+    )
 
 
 @pytest.mark.parametrize("function", [asinh, atan], ids=["asinh", "atan"])
@@ -93,7 +95,10 @@ def test_config_round_trip(nonlinearity: str) -> None:
 
 
 def test_registered_under_mlbridge_package() -> None:
-    assert keras.saving.get_registered_object("mlbridge>EvidenceTweakingLayer") is EvidenceTweakingLayer
+    assert (
+        keras.saving.get_registered_object("mlbridge>EvidenceTweakingLayer")
+        is EvidenceTweakingLayer
+    )
 
 
 def test_unknown_nonlinearity_names_the_known_ones() -> None:

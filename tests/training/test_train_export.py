@@ -15,18 +15,27 @@ pytestmark = pytest.mark.training
 keras = pytest.importorskip("keras")
 pytest.importorskip("tensorflow")
 
-from conftest import MNIST_DIR, start_server  # noqa: E402
-from training_helpers import cifar_dir, infer, run_cli  # noqa: E402, F401
+from training_helpers import infer, run_cli, write_cifar_batches  # noqa: E402
 
+from conftest import MNIST_DIR, start_server  # noqa: E402
 from mlbridge.training.data import load_mnist  # noqa: E402
 from mlbridge.training.export import run_onnx, run_tflite  # noqa: E402
 from mlbridge.training.train import load_model  # noqa: E402
 
 EVIDENCE = ("asinh", "atan")
 REPORT_FIELDS = {
-    "architecture", "parameters", "epochs", "history", "heldout_accuracy",
-    "seconds_per_epoch", "versions", "labels", "learning_rate", "batch_size", "seed",
-}  # fmt: skip
+    "architecture",
+    "parameters",
+    "epochs",
+    "history",
+    "heldout_accuracy",
+    "seconds_per_epoch",
+    "versions",
+    "labels",
+    "learning_rate",
+    "batch_size",
+    "seed",
+}
 EPOCH_FIELDS = {"epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds"}
 TOLERANCE = 1e-4
 
@@ -45,26 +54,53 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module", params=EVIDENCE)
 def evidence_model(request: pytest.FixtureRequest, workdir: Path) -> Path:
-    """mnist-mlp + EvidenceTweakingLayer, trained 2 epochs (Adam 1e-3) on 2,000 images by the CLI."""
-    run_cli("train", "mnist-mlp", "--evidence", request.param, "--data", MNIST_DIR,
-            "--out", workdir, "--epochs", 2, "--limit", 2000, "--seed", 1,
-            "--learning-rate", 1e-3)  # fmt: skip
+    """mnist-mlp + EvidenceTweakingLayer: 2 epochs (Adam 1e-3) on 2,000 images, by the CLI."""
+    run_cli(
+        "train",
+        "mnist-mlp",
+        "--evidence",
+        request.param,
+        "--data",
+        MNIST_DIR,
+        "--out",
+        workdir,
+        "--epochs",
+        2,
+        "--limit",
+        2000,
+        "--seed",
+        1,
+        "--learning-rate",
+        1e-3,
+    )
     return workdir / f"mnist-mlp-{request.param}.keras"
+
+
+@pytest.fixture(scope="module")
+def cifar_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two synthetic CIFAR-10 training batches and a test batch, 64 images each."""
+    return write_cifar_batches(tmp_path_factory.mktemp("cifar") / "cifar-10-batches-py", 2, 64)
 
 
 def test_report_has_every_field(evidence_model: Path) -> None:
     report = json.loads(evidence_model.with_name(f"{evidence_model.stem}.report.json").read_text())
-    assert REPORT_FIELDS <= set(report)
+    assert set(report) >= REPORT_FIELDS
     assert report["architecture"] == "mnist-mlp" and report["parameters"] == 47_410 + 2
     assert report["epochs"] == 2 and len(report["history"]) == 2
-    assert all(EPOCH_FIELDS <= set(row) for row in report["history"])
+    assert all(set(row) >= EPOCH_FIELDS for row in report["history"])
     assert len(report["seconds_per_epoch"]) == 2 and min(report["seconds_per_epoch"]) > 0
-    assert (report["train_size"], report["validation_size"], report["heldout_size"]) == (1800, 200, 2000)
+    assert (report["train_size"], report["validation_size"], report["heldout_size"]) == (
+        1800,
+        200,
+        2000,
+    )
     assert 0.5 < report["heldout_accuracy"] <= 1.0  # 2 epochs on 1,800 images: well above chance
     assert {"tensorflow", "keras", "numpy", "python", "mlbridge"} <= set(report["versions"])
 
 
-def test_fresh_process_loads_without_custom_objects(evidence_model: Path, heldout, tmp_path) -> None:
+def test_fresh_process_loads_without_custom_objects(
+    evidence_model: Path, heldout, tmp_path
+) -> None:
     images, _ = heldout
     np.save(tmp_path / "images.npy", images)
     expected = np.asarray(load_model(evidence_model)(images, training=False))
@@ -75,8 +111,18 @@ def test_fresh_process_loads_without_custom_objects(evidence_model: Path, heldou
         "assert type(model.layers[-1]).__name__ == 'EvidenceTweakingLayer'\n"
         "np.save(sys.argv[3], np.asarray(model(np.load(sys.argv[2]), training=False)))\n"
     )
-    subprocess.run([sys.executable, "-c", script, evidence_model, tmp_path / "images.npy",
-                    tmp_path / "out.npy"], check=True, capture_output=True)  # fmt: skip
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            script,
+            evidence_model,
+            tmp_path / "images.npy",
+            tmp_path / "out.npy",
+        ],
+        check=True,
+        capture_output=True,
+    )
     assert np.array_equal(np.load(tmp_path / "out.npy"), expected)
 
 
@@ -95,10 +141,20 @@ def test_saved_outputs_equal_the_outputs_before_saving(tmp_path: Path, heldout) 
 
 
 def test_export_matches_keras_and_serves(evidence_model: Path, heldout, tmp_path: Path) -> None:
-    images, labels = heldout
+    images, _ = heldout
     out = tmp_path / "export"
-    printed = run_cli("export", evidence_model, "--to", "onnx,tflite", "--data", MNIST_DIR,
-                      "--out", out, "--name", "evidence")  # fmt: skip
+    printed = run_cli(
+        "export",
+        evidence_model,
+        "--to",
+        "onnx,tflite",
+        "--data",
+        MNIST_DIR,
+        "--out",
+        out,
+        "--name",
+        "evidence",
+    )
     assert "evidence.onnx: max |difference|" in printed and "evidence.tflite" in printed
     sidecar = json.loads((out / "evidence.json").read_text())
     assert sidecar["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, 28, 28]}]
@@ -111,8 +167,9 @@ def test_export_matches_keras_and_serves(evidence_model: Path, heldout, tmp_path
     # The server names a file by its stem: the TFLite twin gets its own stem and sidecar.
     shutil.copy(out / "evidence.tflite", out / "evidence-tflite.tflite")
     shutil.copy(out / "evidence.json", out / "evidence-tflite.json")
-    server = start_server(tmp_path / "home", "--strict", out / "evidence.onnx",
-                          out / "evidence-tflite.tflite")  # fmt: skip
+    server = start_server(
+        tmp_path / "home", "--strict", out / "evidence.onnx", out / "evidence-tflite.tflite"
+    )
     try:
         for name in ("evidence", "evidence-tflite"):
             served = infer(server, name, images[:32])
@@ -122,7 +179,9 @@ def test_export_matches_keras_and_serves(evidence_model: Path, heldout, tmp_path
         server.stop()
 
 
-def test_export_from_saved_model_folder(workdir: Path, evidence_model: Path, tmp_path: Path) -> None:
+def test_export_from_saved_model_folder(
+    workdir: Path, evidence_model: Path, tmp_path: Path
+) -> None:
     saved = tmp_path / "saved"
     load_model(evidence_model).export(str(saved), verbose=False)
     run_cli("export", saved, "--to", "onnx,tflite", "--out", tmp_path, "--name", "from-saved")
@@ -132,8 +191,17 @@ def test_export_from_saved_model_folder(workdir: Path, evidence_model: Path, tmp
 
 
 def test_export_above_tolerance_fails_and_leaves_no_file(evidence_model: Path, tmp_path) -> None:
-    printed = run_cli("export", evidence_model, "--to", "onnx", "--out", tmp_path,
-                      "--tolerance", "1e-15", expect=1)  # fmt: skip
+    printed = run_cli(
+        "export",
+        evidence_model,
+        "--to",
+        "onnx",
+        "--out",
+        tmp_path,
+        "--tolerance",
+        "1e-15",
+        expect=1,
+    )
     assert "differs from Keras by" in printed and "Traceback" not in printed
     assert not list(tmp_path.glob("*.onnx"))
 
@@ -143,8 +211,20 @@ def test_cifar10_synthetic_end_to_end(cifar_dir: Path, tmp_path: Path) -> None:
     assert "held-out accuracy" in printed
     report = json.loads((tmp_path / "cifar10-cnn.report.json").read_text())
     assert report["train_size"] + report["validation_size"] == 128 and report["heldout_size"] == 64
-    run_cli("export", tmp_path / "cifar10-cnn.keras", "--to", "onnx,tflite", "--data", cifar_dir,
-            "--samples", 64, "--out", tmp_path / "served", "--name", "cifar")  # fmt: skip
+    run_cli(
+        "export",
+        tmp_path / "cifar10-cnn.keras",
+        "--to",
+        "onnx,tflite",
+        "--data",
+        cifar_dir,
+        "--samples",
+        64,
+        "--out",
+        tmp_path / "served",
+        "--name",
+        "cifar",
+    )
     served = tmp_path / "served"
     shutil.copy(served / "cifar.tflite", served / "cifar-tflite.tflite")
     shutil.copy(served / "cifar.json", served / "cifar-tflite.json")
@@ -152,8 +232,9 @@ def test_cifar10_synthetic_end_to_end(cifar_dir: Path, tmp_path: Path) -> None:
 
     images = load_cifar10(cifar_dir).scaled().x_heldout[:8]
     expected = np.asarray(load_model(tmp_path / "cifar10-cnn.keras")(images, training=False))
-    server = start_server(tmp_path / "home", "--strict", served / "cifar.onnx",
-                          served / "cifar-tflite.tflite")  # fmt: skip
+    server = start_server(
+        tmp_path / "home", "--strict", served / "cifar.onnx", served / "cifar-tflite.tflite"
+    )
     try:
         import httpx
 
@@ -161,7 +242,9 @@ def test_cifar10_synthetic_end_to_end(cifar_dir: Path, tmp_path: Path) -> None:
         assert meta["parameters"]["labels"][:2] == ["airplane", "automobile"]
         assert meta["inputs"][0]["shape"] == [-1, 32, 32, 3]
         for name in ("cifar", "cifar-tflite"):
-            np.testing.assert_allclose(infer(server, name, images), expected, atol=TOLERANCE, rtol=0)
+            np.testing.assert_allclose(
+                infer(server, name, images), expected, atol=TOLERANCE, rtol=0
+            )
     finally:
         server.stop()
 

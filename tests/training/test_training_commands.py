@@ -11,13 +11,14 @@ HEAVY = ("tensorflow", "keras", "tf2onnx", "onnx")
 
 
 def _python(code: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
-                          timeout=60)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60
+    )
 
 
 def test_commands_and_data_import_no_tensorflow() -> None:
     result = _python(
-        "import sys, mlbridge, mlbridge.training, mlbridge.training.commands, mlbridge.training.data\n"
+        "import sys, mlbridge, mlbridge.training.commands, mlbridge.training.data\n"
         f"print(sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r}))"
     )
     assert result.returncode == 0, result.stderr
@@ -34,17 +35,19 @@ def test_missing_tensorflow_gives_the_install_hint() -> None:
             "{'train': train, 'export': export}[name]([arg, '--data', sys.argv[1]]"
             " if name == 'train' else [sys.argv[1]])\n"
         )
-        result = subprocess.run([sys.executable, "-c", code, str(MNIST_DIR)], capture_output=True,
-                                text=True, cwd=REPO, timeout=60)  # fmt: skip
+        result = subprocess.run(
+            [sys.executable, "-c", code, str(MNIST_DIR)],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            timeout=60,
+        )
         assert result.returncode == 1
         assert "Traceback" not in result.stderr
         assert "needs the 'tensorflow' package: pip install 'mlbridge[training]'" in result.stderr
 
 
 def test_help_lists_the_choices_without_tensorflow() -> None:
-    result = _python(
-        "from mlbridge.training.commands import train\n"
-        "train(['--help'])\n"
-    )
+    result = _python("from mlbridge.training.commands import train\ntrain(['--help'])\n")
     assert result.returncode == 0, result.stderr
     assert "mnist-mlp|mnist-cnn|cifar10-cnn" in result.stdout and "asinh|atan" in result.stdout

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from training_helpers import write_cifar_batches
 
+from conftest import MNIST_DIR
 from mlbridge.training.data import (
     load_cifar10,
     load_dataset,
@@ -17,13 +19,16 @@ from mlbridge.training.data import (
     split_validation,
 )
 
-from conftest import MNIST_DIR
-from training_helpers import cifar_dir  # noqa: F401  (fixture)
-
 
 @pytest.fixture(scope="module")
 def shared_mnist():
     return load_mnist(MNIST_DIR)
+
+
+@pytest.fixture(scope="module")
+def cifar_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two synthetic CIFAR-10 training batches and a test batch, 64 images each."""
+    return write_cifar_batches(tmp_path_factory.mktemp("cifar") / "cifar-10-batches-py", 2, 64)
 
 
 def test_shared_mnist_has_the_fixed_split(shared_mnist) -> None:
@@ -53,8 +58,13 @@ def test_train_and_test_idx_sets_split_by_file(tmp_path: Path, shared_mnist) -> 
 
 def test_keras_style_npz(tmp_path: Path, shared_mnist) -> None:
     path = tmp_path / "mnist.npz"
-    np.savez(path, x_train=shared_mnist.x_train[:100], y_train=shared_mnist.y_train[:100],
-             x_test=shared_mnist.x_heldout[:50], y_test=shared_mnist.y_heldout[:50, None])  # fmt: skip
+    np.savez(
+        path,
+        x_train=shared_mnist.x_train[:100],
+        y_train=shared_mnist.y_train[:100],
+        x_test=shared_mnist.x_heldout[:50],
+        y_test=shared_mnist.y_heldout[:50, None],
+    )
     data = load_mnist(path)
     assert data.x_train.shape == (100, 28, 28) and data.y_heldout.shape == (50,)
     assert np.array_equal(data.y_heldout, shared_mnist.y_heldout[:50])
@@ -62,7 +72,7 @@ def test_keras_style_npz(tmp_path: Path, shared_mnist) -> None:
 
 def test_npz_without_the_keras_names_is_refused(tmp_path: Path) -> None:
     np.savez(tmp_path / "bad.npz", images=np.zeros((2, 28, 28)))
-    with pytest.raises(ValueError, match="x_test.*x_train"):
+    with pytest.raises(ValueError, match=r"x_test.*x_train"):
         load_mnist(tmp_path / "bad.npz")
 
 

@@ -11,11 +11,20 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-import pytest
 from click.testing import CliRunner
 
-CIFAR10_NAMES = [b"airplane", b"automobile", b"bird", b"cat", b"deer",
-                 b"dog", b"frog", b"horse", b"ship", b"truck"]  # fmt: skip
+CIFAR10_NAMES = [
+    b"airplane",
+    b"automobile",
+    b"bird",
+    b"cat",
+    b"deer",
+    b"dog",
+    b"frog",
+    b"horse",
+    b"ship",
+    b"truck",
+]
 
 
 def run_cli(*args: str, expect: int = 0) -> str:
@@ -23,16 +32,27 @@ def run_cli(*args: str, expect: int = 0) -> str:
     from mlbridge.cli import main
 
     result = CliRunner().invoke(main, [str(a) for a in args])
-    assert result.exit_code == expect, f"exit {result.exit_code}:\n{result.output}\n{result.exception!r}"
+    assert result.exit_code == expect, (
+        f"exit {result.exit_code}:\n{result.output}\n{result.exception!r}"
+    )
     return result.output
 
 
 def infer(server, name: str, images: np.ndarray) -> np.ndarray:
     """POST a V2 JSON request for ``images`` to ``server``; return the output as an array."""
-    body = {"inputs": [{"name": "input", "shape": list(images.shape), "datatype": "FP32",
-                        "data": images.reshape(-1).tolist()}]}  # fmt: skip
-    reply = httpx.post(f"{server.url}/v2/models/{name}/infer", json=body, headers=server.auth,
-                       timeout=30)  # fmt: skip
+    body = {
+        "inputs": [
+            {
+                "name": "input",
+                "shape": list(images.shape),
+                "datatype": "FP32",
+                "data": images.reshape(-1).tolist(),
+            }
+        ]
+    }
+    reply = httpx.post(
+        f"{server.url}/v2/models/{name}/infer", json=body, headers=server.auth, timeout=30
+    )
     assert reply.status_code == 200, reply.text
     (output,) = reply.json()["outputs"]
     assert output["name"] == "output"
@@ -45,17 +65,13 @@ def write_cifar_batches(folder: Path, train_batches: int, per_batch: int, seed: 
     folder.mkdir(parents=True, exist_ok=True)
     names = [f"data_batch_{i}" for i in range(1, train_batches + 1)] + ["test_batch"]
     for name in names:
-        batch = {b"batch_label": name.encode(),
-                 b"labels": rng.integers(0, 10, per_batch).tolist(),
-                 b"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
-                 b"filenames": [f"{name}_{i}.png".encode() for i in range(per_batch)]}  # fmt: skip
+        batch = {
+            b"batch_label": name.encode(),
+            b"labels": rng.integers(0, 10, per_batch).tolist(),
+            b"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
+            b"filenames": [f"{name}_{i}.png".encode() for i in range(per_batch)],
+        }
         (folder / name).write_bytes(pickle.dumps(batch, protocol=2))
     meta = {b"label_names": CIFAR10_NAMES, b"num_cases_per_batch": per_batch, b"num_vis": 3072}
     (folder / "batches.meta").write_bytes(pickle.dumps(meta, protocol=2))
     return folder
-
-
-@pytest.fixture(scope="module")
-def cifar_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Two synthetic training batches and a test batch of 64 images each."""
-    return write_cifar_batches(tmp_path_factory.mktemp("cifar") / "cifar-10-batches-py", 2, 64)
