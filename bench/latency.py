@@ -39,8 +39,9 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def measure(port: int, path: str, bodies: list[bytes], headers: dict[str, str],
-            new_connection: bool) -> tuple[np.ndarray, list[bytes]]:
+def measure(
+    port: int, path: str, bodies: list[bytes], headers: dict[str, str], new_connection: bool
+) -> tuple[np.ndarray, list[bytes]]:
     """Seconds per request and the replies."""
     times, replies = [], []
     connection = http.client.HTTPConnection("127.0.0.1", port)
@@ -65,21 +66,31 @@ def main() -> None:
         server = start_server(Path(folder) / "home")
         port = int(server.url.rsplit(":", 1)[1])
         original_port = free_port()
-        original = subprocess.Popen([sys.executable, str(HERE / "original_design.py"),
-                                     str(DEMO_MODELS / "mnist.onnx"), str(original_port),
-                                     str(server.token_file)])
+        original = subprocess.Popen(
+            [
+                sys.executable,
+                str(HERE / "original_design.py"),
+                str(DEMO_MODELS / "mnist.onnx"),
+                str(original_port),
+                str(server.token_file),
+            ]
+        )
         time.sleep(2)
         try:
             secret = server.token.encode()
             rows = {
                 "original design (text, new connection)": measure(
-                    original_port, "/", [secret + b"\n" + t for t in texts], {}, True),
+                    original_port, "/", [secret + b"\n" + t for t in texts], {}, True
+                ),
                 "mlbridge CAS text, original body": measure(
-                    port, "/mnist", [secret + b"\n" + t for t in texts], {}, False),
+                    port, "/mnist", [secret + b"\n" + t for t in texts], {}, False
+                ),
                 "mlbridge CAS text, Bearer header": measure(
-                    port, "/mnist", texts, server.auth, False),
+                    port, "/mnist", texts, server.auth, False
+                ),
                 "mlbridge V2 binary": measure(
-                    port, "/v2/models/mnist/infer", *v2_binary(images, args.requests, server)),
+                    port, "/v2/models/mnist/infer", *v2_binary(images, args.requests, server)
+                ),
             }
         finally:
             original.terminate()
@@ -88,9 +99,19 @@ def main() -> None:
 
 
 def v2_binary(images: np.ndarray, count: int, server) -> tuple[list[bytes], dict, bool]:
-    header = json.dumps({"inputs": [{"name": "input", "shape": [1, 28, 28], "datatype": "FP32",
-                                     "parameters": {"binary_data_size": 3136}}],
-                         "parameters": {"binary_data_output": True}}).encode()
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "input",
+                    "shape": [1, 28, 28],
+                    "datatype": "FP32",
+                    "parameters": {"binary_data_size": 3136},
+                }
+            ],
+            "parameters": {"binary_data_output": True},
+        }
+    ).encode()
     bodies = [header + images[i % 2000].tobytes() for i in range(count)]
     return bodies, {**server.auth, "Inference-Header-Content-Length": str(len(header))}, False
 
@@ -101,10 +122,14 @@ def report(rows: dict[str, tuple[np.ndarray, list[bytes]]]) -> None:
     print(f"{'':42} {'p50 us':>8} {'p99 us':>8} {'req/s':>8} {'speed-up':>8}")
     for name, (times, replies) in rows.items():
         if not replies[0].startswith(b'{"'):
-            assert np.allclose(parse_list(replies[0].replace(b"e", b"*^")), first_reply, atol=1e-4), name
+            assert np.allclose(
+                parse_list(replies[0].replace(b"e", b"*^")), first_reply, atol=1e-4
+            ), name
         p50, p99 = np.median(times), np.percentile(times, 99)
-        print(f"{name:42} {p50 * 1e6:8.0f} {p99 * 1e6:8.0f} {1 / times.mean():8.0f} "
-              f"{baseline / p50:7.1f}x")
+        print(
+            f"{name:42} {p50 * 1e6:8.0f} {p99 * 1e6:8.0f} {1 / times.mean():8.0f} "
+            f"{baseline / p50:7.1f}x"
+        )
     print(f"(cpu count {os.cpu_count()}, {len(times)} requests each)")
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import sys
 from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
 
 import numpy as np
 import onnxruntime
@@ -18,17 +19,19 @@ import onnxruntime
 def main() -> None:
     model_path, port, token_file = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     session = onnxruntime.InferenceSession(model_path, providers=["CPUExecutionProvider"])
-    secret = open(token_file).read().strip()
+    secret = Path(token_file).read_text().strip()
     name = session.get_inputs()[0].name
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802  (http.server's naming)
+        def do_POST(self) -> None:
             try:
                 body = self.rfile.read(int(self.headers["Content-Length"])).decode()
                 first, _, data = body.partition("\n")
                 assert first.strip() == secret
                 image = np.zeros((1, 28, 28), np.float32)
-                values = np.asarray(ast.literal_eval(data.replace("{", "[").replace("}", "]")), np.float32)
+                values = np.asarray(
+                    ast.literal_eval(data.replace("{", "[").replace("}", "]")), np.float32
+                )
                 image.flat[: values.size] = values.flat[:784]
                 logits = session.run(None, {name: image})[0][0]
                 reply = ("{" + ", ".join(str(float(v)) for v in logits) + "}").encode()

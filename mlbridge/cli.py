@@ -44,8 +44,11 @@ def main() -> None:
 @click.argument("models", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--host", help="Address to bind. Default 127.0.0.1; only loopback is allowed.")
 @click.option("--port", type=int, help="TCP port. Default 0: any free port (see server.json).")
-@click.option("--token-file", type=click.Path(path_type=Path),
-              help="Where to write the secret. Default $MLBRIDGE_HOME/token.")
+@click.option(
+    "--token-file",
+    type=click.Path(path_type=Path),
+    help="Where to write the secret. Default $MLBRIDGE_HOME/token.",
+)
 @click.option("--threads", type=int, help="Threads per model runtime for one request.")
 @click.option("--workers", type=int, help="Requests computed at once.")
 @click.option("--strict", is_flag=True, default=None, help="Exit if any model fails to load.")
@@ -76,9 +79,13 @@ def _serve_detached(settings) -> None:
     settings.home.mkdir(mode=0o700, parents=True, exist_ok=True)
     log_path = settings.home / "server.log"
     with open(log_path, "ab") as log:
-        child = subprocess.Popen([sys.executable, "-m", "mlbridge", *argv], stdout=log,
-                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                 start_new_session=True)
+        child = subprocess.Popen(
+            [sys.executable, "-m", "mlbridge", *argv],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if read_connection(settings.connection_file).get("pid") == child.pid:
@@ -138,8 +145,12 @@ def stop() -> None:
 @click.argument("model")
 @click.argument("source", default="-")
 @click.option("--key", help="Array name inside an .npz file (default: the first).")
-@click.option("--output", "-o", type=click.Path(path_type=Path),
-              help="Write the result to an .npy or .json file instead of stdout.")
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(path_type=Path),
+    help="Write the result to an .npy or .json file instead of stdout.",
+)
 @click.option("--argmax", is_flag=True, help="Print the index of the largest output per example.")
 def predict(model: str, source: str, key: str | None, output: Path | None, argmax: bool) -> None:
     """Run MODEL on the array in SOURCE (.npy, .npz, .json file; '-' reads JSON from stdin)."""

@@ -38,13 +38,19 @@ class ServerError(MLBridgeError):
 class Client:
     """A keep-alive connection to one mlbridge (or any KServe V2) server."""
 
-    def __init__(self, url: str | None = None, token: str | None = None,
-                 token_file: Path | str | None = None, home: Path | str | None = None) -> None:
+    def __init__(
+        self,
+        url: str | None = None,
+        token: str | None = None,
+        token_file: Path | str | None = None,
+        home: Path | str | None = None,
+    ) -> None:
         if url is None:
             url, token_file = _discover(home)
         self.url = url.rstrip("/")
-        self._token = token if token is not None else (
-            read_secret(Path(token_file)) if token_file else None)
+        self._token = (
+            token if token is not None else (read_secret(Path(token_file)) if token_file else None)
+        )
         parts = urlsplit(self.url)
         self._connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=TIMEOUT_S)
         self._inputs: dict[str, list[dict[str, Any]]] = {}
@@ -63,8 +69,11 @@ class Client:
     def live(self) -> bool:
         return bool(self._json("GET", "/v2/health/live").get("live"))
 
-    def predict(self, model: str, inputs: np.ndarray | dict[str, np.ndarray],
-                ) -> np.ndarray | dict[str, np.ndarray]:
+    def predict(
+        self,
+        model: str,
+        inputs: np.ndarray | dict[str, np.ndarray],
+    ) -> np.ndarray | dict[str, np.ndarray]:
         """Run ``model``; an array in gives its first output, a dict gives all outputs.
 
         An array with one axis fewer than the model's input is one example:
@@ -81,9 +90,14 @@ class Client:
     def _infer(self, model: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         header, tail = _binary_request(inputs)
         _, headers, body = self._request(
-            "POST", f"/v2/models/{model}/infer", header + tail,
-            {"Content-Type": "application/octet-stream",
-             "Inference-Header-Content-Length": str(len(header))})
+            "POST",
+            f"/v2/models/{model}/infer",
+            header + tail,
+            {
+                "Content-Type": "application/octet-stream",
+                "Inference-Header-Content-Length": str(len(header)),
+            },
+        )
         return _binary_response(body, headers.get("inference-header-content-length"))
 
     def close(self) -> None:
@@ -108,8 +122,13 @@ class Client:
         _, _, body = self._request(method, path)
         return json.loads(body)
 
-    def _request(self, method: str, path: str, body: bytes | None = None,
-                 headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+    def _request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, dict[str, str], bytes]:
         headers = dict(headers or {})
         if self._token:
             headers["Authorization"] = f"Bearer {self._token}"
@@ -151,9 +170,14 @@ def _binary_request(inputs: dict[str, np.ndarray]) -> tuple[bytes, bytes]:
         if array.dtype == np.float64:
             array = array.astype(np.float32)  # the models of this project take FP32
         raw = np.ascontiguousarray(array, array.dtype.newbyteorder("<")).tobytes()
-        entries.append({"name": name, "shape": list(array.shape),
-                        "datatype": v2_datatype(array.dtype),
-                        "parameters": {"binary_data_size": len(raw)}})
+        entries.append(
+            {
+                "name": name,
+                "shape": list(array.shape),
+                "datatype": v2_datatype(array.dtype),
+                "parameters": {"binary_data_size": len(raw)},
+            }
+        )
         chunks.append(raw)
     document = {"inputs": entries, "parameters": {"binary_data_output": True}}
     return json.dumps(document).encode(), b"".join(chunks)

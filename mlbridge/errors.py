@@ -116,6 +116,5 @@ class MissingDependency(ConfigError):
 
     def __init__(self, package: str, extra: str, purpose: str) -> None:
         super().__init__(
-            f"{purpose} needs the '{package}' package: "
-            f"pip install 'mlbridge[{extra}]'"
+            f"{purpose} needs the '{package}' package: pip install 'mlbridge[{extra}]'"
         )

@@ -45,7 +45,6 @@ class InferenceService:
             id=request.id,
         )
 
-
     async def infer_tensor(self, model_name: str, array: np.ndarray) -> np.ndarray:
         """The CAS endpoint's call: one untyped tensor in, the first output out.
 
@@ -132,9 +131,7 @@ def select_outputs(
         return outputs
     unknown = [name for name in wanted if name not in outputs]
     if unknown:
-        raise BadRequest(
-            f"model {model.name!r} has outputs {sorted(outputs)}; requested {unknown}"
-        )
+        raise BadRequest(f"model {model.name!r} has outputs {sorted(outputs)}; requested {unknown}")
     return {name: outputs[name] for name in wanted}
 
 

@@ -95,6 +95,4 @@ def _typed(setting: Setting, value: Any) -> Any:
     try:
         return kind(value)
     except (TypeError, ValueError):
-        raise ConfigError(
-            f"{setting.env_var}: expected {kind.__name__}, got {value!r}"
-        ) from None
+        raise ConfigError(f"{setting.env_var}: expected {kind.__name__}, got {value!r}") from None

@@ -43,10 +43,16 @@ REQUESTS = {
 def test_live_reply_matches_the_golden_reply(server, fmt: str) -> None:
     path, headers = REQUESTS[fmt]
     if fmt == "v2bin":
-        headers = {"Inference-Header-Content-Length": read(
-            "mnist-8000.request.v2bin.header-length").decode().strip()}
-    reply = httpx.post(server.url + path, content=read(f"mnist-8000.request.{fmt}"),
-                       headers={**headers, **server.auth})
+        headers = {
+            "Inference-Header-Content-Length": read("mnist-8000.request.v2bin.header-length")
+            .decode()
+            .strip()
+        }
+    reply = httpx.post(
+        server.url + path,
+        content=read(f"mnist-8000.request.{fmt}"),
+        headers={**headers, **server.auth},
+    )
     assert reply.status_code == 200, reply.text
     reply_length = int(reply.headers.get("inference-header-content-length", 0))
     golden_length = int((TESTDATA / "mnist-8000.reply.v2bin.header-length").read_text())
@@ -60,5 +66,6 @@ def test_live_reply_matches_the_golden_reply(server, fmt: str) -> None:
 def test_original_design_request_is_the_text_request_after_a_secret_line(server) -> None:
     body = server.token.encode() + b"\n" + read("mnist-8000.request.text")
     reply = httpx.post(f"{server.url}/mnist", content=body)
-    assert np.allclose(parse_list(reply.content), parse_list(read("mnist-8000.reply.text")),
-                       atol=1e-5)
+    assert np.allclose(
+        parse_list(reply.content), parse_list(read("mnist-8000.reply.text")), atol=1e-5
+    )

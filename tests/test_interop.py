@@ -45,14 +45,30 @@ def test_tritonclient_without_secret_is_refused(server, triton_client) -> None:
 def test_wolframclient_wxf_batch_equals_the_v2_answer(server, mnist) -> None:
     images = mnist[0]
     body = export(images, target_format="wxf")
-    reply = httpx.post(f"{server.url}/mnist", content=body, timeout=60, headers={
-        **server.auth, "Content-Type": "application/vnd.wolfram.wxf"})
+    reply = httpx.post(
+        f"{server.url}/mnist",
+        content=body,
+        timeout=60,
+        headers={**server.auth, "Content-Type": "application/vnd.wolfram.wxf"},
+    )
     assert reply.status_code == 200 and reply.content.startswith(b"8:")
     from_wxf = np.asarray(binary_deserialize(reply.content))
     assert from_wxf.shape == (2000, 10) and from_wxf.dtype == np.float32
-    v2 = httpx.post(f"{server.url}/v2/models/mnist/infer", headers=server.auth, timeout=60,
-                    json={"inputs": [{"name": "input", "shape": [2000, 28, 28],
-                                      "datatype": "FP32", "data": images.ravel().tolist()}]})
+    v2 = httpx.post(
+        f"{server.url}/v2/models/mnist/infer",
+        headers=server.auth,
+        timeout=60,
+        json={
+            "inputs": [
+                {
+                    "name": "input",
+                    "shape": [2000, 28, 28],
+                    "datatype": "FP32",
+                    "data": images.ravel().tolist(),
+                }
+            ]
+        },
+    )
     from_json = np.asarray(v2.json()["outputs"][0]["data"], np.float32).reshape(2000, 10)
     assert np.array_equal(from_wxf, from_json)
 
@@ -61,8 +77,10 @@ def test_wxf_compressed_and_wxf_errors(server, mnist) -> None:
     body = export(mnist[0][:3], target_format="wxf", compress=True)
     assert body.startswith(b"8C:")
     reply = httpx.post(f"{server.url}/mnist", content=body, headers=server.auth)
-    assert np.asarray(binary_deserialize(reply.content)).argmax(axis=1).tolist() == \
-        mnist[1][:3].tolist()
+    assert (
+        np.asarray(binary_deserialize(reply.content)).argmax(axis=1).tolist()
+        == mnist[1][:3].tolist()
+    )
     truncated = httpx.post(f"{server.url}/mnist", content=body[:-7], headers=server.auth)
     assert truncated.status_code == 400
     failure = binary_deserialize(truncated.content)

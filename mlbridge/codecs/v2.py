@@ -49,9 +49,7 @@ def decode_request(body: bytes, header_length: str | None = None) -> InferenceRe
         inputs[name] = array
         offset += used
     if offset != len(binary):
-        raise PayloadError(
-            f"binary section holds {len(binary)} bytes; the inputs declare {offset}"
-        )
+        raise PayloadError(f"binary section holds {len(binary)} bytes; the inputs declare {offset}")
     parameters = document.get("parameters") or {}
     return InferenceRequest(
         inputs=inputs,
@@ -165,9 +163,7 @@ def _binary_outputs(parameters: Any, outputs: Any) -> set[str]:
     return wanted
 
 
-def encode_response(
-    response: InferenceResponse, binary: set[str]
-) -> tuple[bytes, dict[str, str]]:
+def encode_response(response: InferenceResponse, binary: set[str]) -> tuple[bytes, dict[str, str]]:
     """Write a V2 response; outputs named in ``binary`` (or ``*``) go as raw bytes."""
     outputs, chunks = [], []
     for name, array in response.outputs.items():

@@ -35,10 +35,13 @@ class KerasRuntime(Runtime):
         inputs = self.model.inputs
         outputs = self.model.outputs
         return ModelSignature(
-            inputs=tuple(_spec(t, f"input_{i}" if len(inputs) > 1 else "input")
-                         for i, t in enumerate(inputs)),
-            outputs=tuple(_spec(t, f"output_{i}" if len(outputs) > 1 else "output")
-                          for i, t in enumerate(outputs)),
+            inputs=tuple(
+                _spec(t, f"input_{i}" if len(inputs) > 1 else "input") for i, t in enumerate(inputs)
+            ),
+            outputs=tuple(
+                _spec(t, f"output_{i}" if len(outputs) > 1 else "output")
+                for i, t in enumerate(outputs)
+            ),
         )
 
     def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

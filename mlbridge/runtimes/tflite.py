@@ -29,9 +29,7 @@ def _interpreter_class() -> type:
         try:
             from tflite_runtime.interpreter import Interpreter
         except ImportError:
-            raise MissingDependency(
-                "ai-edge-litert", "tflite", "serving .tflite models"
-            ) from None
+            raise MissingDependency("ai-edge-litert", "tflite", "serving .tflite models") from None
     return Interpreter
 
 
@@ -104,8 +102,10 @@ def _run_raw(interpreter, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray
     for detail in details:
         interpreter.set_tensor(detail["index"], inputs[_raw_name(detail)])
     interpreter.invoke()
-    return {_raw_name(d): interpreter.get_tensor(d["index"]).copy()
-            for d in interpreter.get_output_details()}
+    return {
+        _raw_name(d): interpreter.get_tensor(d["index"]).copy()
+        for d in interpreter.get_output_details()
+    }
 
 
 def _raw_name(detail: dict) -> str:

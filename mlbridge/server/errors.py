@@ -25,8 +25,9 @@ def is_cas_path(path: str) -> bool:
     return not (path == V2_PREFIX or path.startswith(V2_PREFIX + "/"))
 
 
-def error_reply(path: str, headers: dict[str, str], error: MLBridgeError,
-                codec: CasCodec | None = None) -> Response:
+def error_reply(
+    path: str, headers: dict[str, str], error: MLBridgeError, codec: CasCodec | None = None
+) -> Response:
     """The reply that carries ``error`` in the format the caller reads."""
     if not is_cas_path(path):
         return JSONResponse({"error": error.message, "code": error.code}, error.status)

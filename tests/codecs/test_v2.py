@@ -17,10 +17,12 @@ def body(*inputs: dict, **extra) -> bytes:
 
 
 def test_flat_and_nested_data_decode_alike() -> None:
-    flat = v2.decode_request(body({"name": "x", "shape": [2, 2], "datatype": "FP32",
-                                   "data": [1, 2, 3, 4]}))
-    nested = v2.decode_request(body({"name": "x", "shape": [2, 2], "datatype": "FP32",
-                                     "data": [[1, 2], [3, 4]]}))
+    flat = v2.decode_request(
+        body({"name": "x", "shape": [2, 2], "datatype": "FP32", "data": [1, 2, 3, 4]})
+    )
+    nested = v2.decode_request(
+        body({"name": "x", "shape": [2, 2], "datatype": "FP32", "data": [[1, 2], [3, 4]]})
+    )
     assert flat.inputs["x"].dtype == np.float32
     assert np.array_equal(flat.inputs["x"], nested.inputs["x"])
 
@@ -29,10 +31,18 @@ def test_binary_inputs_follow_the_json_header() -> None:
     a = np.arange(6, dtype=np.float32).reshape(2, 3)
     b = np.array([7, -8], dtype=np.int64)
     header = body(
-        {"name": "a", "shape": [2, 3], "datatype": "FP32",
-         "parameters": {"binary_data_size": a.nbytes}},
-        {"name": "b", "shape": [2], "datatype": "INT64",
-         "parameters": {"binary_data_size": b.nbytes}},
+        {
+            "name": "a",
+            "shape": [2, 3],
+            "datatype": "FP32",
+            "parameters": {"binary_data_size": a.nbytes},
+        },
+        {
+            "name": "b",
+            "shape": [2],
+            "datatype": "INT64",
+            "parameters": {"binary_data_size": b.nbytes},
+        },
         outputs=[{"name": "y", "parameters": {"binary_data": True}}],
     )
     request = v2.decode_request(header + a.tobytes() + b.tobytes(), str(len(header)))
@@ -46,8 +56,11 @@ def test_response_json_and_binary() -> None:
     response = InferenceResponse("m", {"y": out}, id="7")
     text, headers = v2.encode_response(response, set())
     assert headers == {"content-type": "application/json"}
-    assert json.loads(text) == {"model_name": "m", "id": "7", "outputs": [
-        {"name": "y", "shape": [1, 2], "datatype": "FP32", "data": [0.5, -1.25]}]}
+    assert json.loads(text) == {
+        "model_name": "m",
+        "id": "7",
+        "outputs": [{"name": "y", "shape": [1, 2], "datatype": "FP32", "data": [0.5, -1.25]}],
+    }
     raw, headers = v2.encode_response(response, {"*"})
     length = int(headers[v2.HEADER_LENGTH])
     entry = json.loads(raw[:length])["outputs"][0]
@@ -57,22 +70,40 @@ def test_response_json_and_binary() -> None:
 
 MALFORMED = [
     (b"{not json", None, "invalid JSON at line 1 column 2"),
-    (b'{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [NaN]}]}', None,
-     "NaN is not a JSON number"),
+    (
+        b'{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [NaN]}]}',
+        None,
+        "NaN is not a JSON number",
+    ),
     (b"[]", None, 'expected a JSON object with an "inputs" list'),
     (body({"shape": [1], "datatype": "FP32", "data": [1]}), None, "missing string field 'name'"),
-    (body({"name": "x", "shape": [2], "datatype": "FP32", "data": [1]}), None,
-     "shape [2] needs 2 values; 'data' holds 1"),
-    (body({"name": "x", "shape": [-1], "datatype": "FP32", "data": [1]}), None,
-     "'shape' must be a list of non-negative integers"),
-    (body({"name": "x", "shape": [1], "datatype": "FLOAT", "data": [1]}), None,
-     "unknown datatype 'FLOAT'"),
-    (body({"name": "x", "shape": [1], "datatype": "FP32", "data": ["a"]}), None,
-     "'data' must be a flat or nested list of float32 numbers"),
+    (
+        body({"name": "x", "shape": [2], "datatype": "FP32", "data": [1]}),
+        None,
+        "shape [2] needs 2 values; 'data' holds 1",
+    ),
+    (
+        body({"name": "x", "shape": [-1], "datatype": "FP32", "data": [1]}),
+        None,
+        "'shape' must be a list of non-negative integers",
+    ),
+    (
+        body({"name": "x", "shape": [1], "datatype": "FLOAT", "data": [1]}),
+        None,
+        "unknown datatype 'FLOAT'",
+    ),
+    (
+        body({"name": "x", "shape": [1], "datatype": "FP32", "data": ["a"]}),
+        None,
+        "'data' must be a flat or nested list of float32 numbers",
+    ),
     (body({"name": "x", "shape": [1], "datatype": "FP32"}), None, "missing 'data'"),
-    (body({"name": "x", "shape": [2], "datatype": "FP32",
-           "parameters": {"binary_data_size": 8}}) + b"1234", "91",
-     "the binary section ends before this tensor's 8 bytes"),
+    (
+        body({"name": "x", "shape": [2], "datatype": "FP32", "parameters": {"binary_data_size": 8}})
+        + b"1234",
+        "91",
+        "the binary section ends before this tensor's 8 bytes",
+    ),
     (b"{}", "999", "inference-header-content-length is 999; the body has 2 bytes"),
     (b"{}", "abc", "must be an integer"),
 ]

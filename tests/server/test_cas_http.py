@@ -29,8 +29,9 @@ def test_original_request_secret_on_the_first_line(server, mnist) -> None:
 
 def test_batch_in_text_gives_one_row_per_image(server, mnist) -> None:
     images, labels = mnist
-    reply = httpx.post(f"{server.url}/mnist-cnn", content=as_text(images[:100]),
-                       headers=server.auth, timeout=60)
+    reply = httpx.post(
+        f"{server.url}/mnist-cnn", content=as_text(images[:100]), headers=server.auth, timeout=60
+    )
     logits = parse_list(reply.content)
     assert logits.shape == (100, 10)
     assert np.mean(logits.argmax(axis=1) == labels[:100]) >= 0.95
@@ -39,9 +40,20 @@ def test_batch_in_text_gives_one_row_per_image(server, mnist) -> None:
 def test_text_reply_round_trips_float32_exactly(server, mnist) -> None:
     images = mnist[0][:8]
     text = httpx.post(f"{server.url}/mnist", content=as_text(images), headers=server.auth)
-    v2 = httpx.post(f"{server.url}/v2/models/mnist/infer", headers=server.auth, json={
-        "inputs": [{"name": "input", "shape": [8, 28, 28], "datatype": "FP32",
-                    "data": images.ravel().tolist()}]})
+    v2 = httpx.post(
+        f"{server.url}/v2/models/mnist/infer",
+        headers=server.auth,
+        json={
+            "inputs": [
+                {
+                    "name": "input",
+                    "shape": [8, 28, 28],
+                    "datatype": "FP32",
+                    "data": images.ravel().tolist(),
+                }
+            ]
+        },
+    )
     expected = np.asarray(v2.json()["outputs"][0]["data"], np.float32).reshape(8, 10)
     assert np.array_equal(parse_list(text.content).astype(np.float32), expected)
 
@@ -54,8 +66,11 @@ def test_json_lists_on_the_cas_endpoint(server, mnist) -> None:
 
 
 def test_accept_header_chooses_the_reply_format(server, mnist) -> None:
-    reply = httpx.post(f"{server.url}/mnist", content=as_text(mnist[0][0]),
-                       headers={**server.auth, "Accept": "application/json"})
+    reply = httpx.post(
+        f"{server.url}/mnist",
+        content=as_text(mnist[0][0]),
+        headers={**server.auth, "Accept": "application/json"},
+    )
     assert len(reply.json()) == 10
 
 
@@ -63,8 +78,11 @@ BAD_BODIES = [
     (b"{{1,2},{3}}", 400, "ragged lists at depth 2"),
     (b"", 400, "empty body"),
     (b"garbage", 400, "unexpected character 'g'"),
-    (b"{" + b",".join([b"{" + b",".join([b"0."] * 27) + b"}"] * 28) + b"}", 400,
-     "shape [28, 28] for one example or [-1, 28, 28] for a batch; got shape [28, 27]"),
+    (
+        b"{" + b",".join([b"{" + b",".join([b"0."] * 27) + b"}"] * 28) + b"}",
+        400,
+        "shape [28, 28] for one example or [-1, 28, 28] for a batch; got shape [28, 27]",
+    ),
     (b"{1.5e-7}", 400, "unexpected character 'e'"),
 ]
 
@@ -83,8 +101,9 @@ def test_authentication_on_the_cas_endpoint(server, mnist) -> None:
     assert no_secret.status_code == 401 and "missing secret" in no_secret.text
     wrong_line = httpx.post(f"{server.url}/mnist", content=b"not-the-secret\n" + image)
     assert wrong_line.status_code == 401 and "wrong secret" in wrong_line.text
-    wrong_header = httpx.post(f"{server.url}/mnist", content=image,
-                              headers={"Authorization": "Bearer nope"})
+    wrong_header = httpx.post(
+        f"{server.url}/mnist", content=image, headers={"Authorization": "Bearer nope"}
+    )
     assert wrong_header.status_code == 401
     assert server.token not in no_secret.text + wrong_line.text + wrong_header.text
 

@@ -16,8 +16,9 @@ from conftest import TESTDATA, start_server
 @pytest.fixture(scope="module")
 def small_server(tmp_path_factory):
     env = {**os.environ, "MLBRIDGE_MAX_BODY_MB": "1"}
-    running = start_server(tmp_path_factory.mktemp("robust") / "home",
-                           str(TESTDATA / "models"), env=env)
+    running = start_server(
+        tmp_path_factory.mktemp("robust") / "home", str(TESTDATA / "models"), env=env
+    )
     yield running
     running.stop()
 
@@ -25,23 +26,44 @@ def small_server(tmp_path_factory):
 def test_concurrent_requests_on_a_tflite_pool_all_answer_correctly(small_server, mnist) -> None:
     images = mnist[0][:64]
     with httpx.Client(base_url=small_server.url, headers=small_server.auth) as client:
-        expected = client.post("/v2/models/linear/infer", json={"inputs": [{
-            "name": "input", "shape": [64, 28, 28], "datatype": "FP32",
-            "data": images.ravel().tolist()}]}).json()["outputs"][0]["data"]
+        expected = client.post(
+            "/v2/models/linear/infer",
+            json={
+                "inputs": [
+                    {
+                        "name": "input",
+                        "shape": [64, 28, 28],
+                        "datatype": "FP32",
+                        "data": images.ravel().tolist(),
+                    }
+                ]
+            },
+        ).json()["outputs"][0]["data"]
     expected = np.asarray(expected, np.float32).reshape(64, 10)
 
     async def one(client: httpx.AsyncClient, index: int) -> np.ndarray:
         model = ("linear", "linear-lite")[index % 2]
-        reply = await client.post(f"/v2/models/{model}/infer", json={"inputs": [{
-            "name": "input", "shape": [1, 28, 28], "datatype": "FP32",
-            "data": images[index % 64].ravel().tolist()}]})
+        reply = await client.post(
+            f"/v2/models/{model}/infer",
+            json={
+                "inputs": [
+                    {
+                        "name": "input",
+                        "shape": [1, 28, 28],
+                        "datatype": "FP32",
+                        "data": images[index % 64].ravel().tolist(),
+                    }
+                ]
+            },
+        )
         assert reply.status_code == 200, reply.text
         return np.asarray(reply.json()["outputs"][0]["data"], np.float32)
 
     async def many() -> list[np.ndarray]:
         limits = httpx.Limits(max_connections=32)
-        async with httpx.AsyncClient(base_url=small_server.url, headers=small_server.auth,
-                                     limits=limits, timeout=60) as client:
+        async with httpx.AsyncClient(
+            base_url=small_server.url, headers=small_server.auth, limits=limits, timeout=60
+        ) as client:
             return await asyncio.gather(*(one(client, i) for i in range(400)))
 
     results = asyncio.run(many())
@@ -58,8 +80,9 @@ def test_oversized_body_is_413_and_the_server_goes_on(small_server) -> None:
         yield big[: len(big) // 2]
         yield big[len(big) // 2 :]
 
-    streamed = httpx.post(f"{small_server.url}/v2/models/linear/infer", content=chunks(),
-                          headers=small_server.auth)
+    streamed = httpx.post(
+        f"{small_server.url}/v2/models/linear/infer", content=chunks(), headers=small_server.auth
+    )
     assert streamed.status_code == 413
     assert httpx.get(f"{small_server.url}/v2/health/live").status_code == 200
 
@@ -72,8 +95,9 @@ def test_half_sent_requests_do_not_block_others(small_server) -> None:
         sock.sendall(b"POST /linear HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n{{")
         stalled.append(sock)
     try:
-        reply = httpx.get(f"{small_server.url}/v2/models/linear", headers=small_server.auth,
-                          timeout=5)
+        reply = httpx.get(
+            f"{small_server.url}/v2/models/linear", headers=small_server.auth, timeout=5
+        )
         assert reply.status_code == 200
     finally:
         for sock in stalled:

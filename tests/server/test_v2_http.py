@@ -18,8 +18,16 @@ def http(server) -> httpx.Client:
 
 
 def v2_body(images: np.ndarray) -> dict:
-    return {"inputs": [{"name": "input", "shape": list(images.shape), "datatype": "FP32",
-                        "data": images.ravel().tolist()}]}
+    return {
+        "inputs": [
+            {
+                "name": "input",
+                "shape": list(images.shape),
+                "datatype": "FP32",
+                "data": images.ravel().tolist(),
+            }
+        ]
+    }
 
 
 @pytest.mark.parametrize("model", sorted(FLOORS))
@@ -59,35 +67,71 @@ def test_metadata_describes_the_signature(http) -> None:
 
 def test_binary_extension_matches_json(http, mnist) -> None:
     images = mnist[0][:64]
-    header = json.dumps({
-        "inputs": [{"name": "input", "shape": [64, 28, 28], "datatype": "FP32",
-                    "parameters": {"binary_data_size": images.nbytes}}],
-        "outputs": [{"name": "output", "parameters": {"binary_data": True}}],
-    }).encode()
-    reply = http.post("/v2/models/mnist/infer", content=header + images.tobytes(),
-                      headers={"Inference-Header-Content-Length": str(len(header))})
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "input",
+                    "shape": [64, 28, 28],
+                    "datatype": "FP32",
+                    "parameters": {"binary_data_size": images.nbytes},
+                }
+            ],
+            "outputs": [{"name": "output", "parameters": {"binary_data": True}}],
+        }
+    ).encode()
+    reply = http.post(
+        "/v2/models/mnist/infer",
+        content=header + images.tobytes(),
+        headers={"Inference-Header-Content-Length": str(len(header))},
+    )
     assert reply.status_code == 200, reply.text
     length = int(reply.headers["inference-header-content-length"])
     binary = np.frombuffer(reply.content[length:], "<f4").reshape(64, 10)
     as_json = http.post("/v2/models/mnist/infer", json=v2_body(images)).json()
-    assert np.array_equal(binary, np.asarray(as_json["outputs"][0]["data"], np.float32)
-                          .reshape(64, 10))
+    assert np.array_equal(
+        binary, np.asarray(as_json["outputs"][0]["data"], np.float32).reshape(64, 10)
+    )
 
 
 BAD_REQUESTS = [
     ("/v2/models/nope/infer", {"inputs": []}, 404, "this server serves: mnist, mnist-cnn"),
-    ("/v2/models/mnist/infer", {"inputs": [{"name": "input", "shape": [3, 784],
-                                            "datatype": "FP32", "data": [0] * 2352}]}, 400,
-     "expects input 'input' of shape [-1, 28, 28] (FP32); got shape [3, 784]"),
-    ("/v2/models/mnist/infer", {"inputs": [{"name": "pixels", "shape": [1, 28, 28],
-                                            "datatype": "FP32", "data": [0] * 784}]}, 400,
-     "expects inputs 'input' of shape [-1, 28, 28] (FP32); got ['pixels']"),
-    ("/v2/models/mnist/infer", {"inputs": [{"name": "input", "shape": [1, 28, 28],
-                                            "datatype": "FP64", "data": [0] * 784}]}, 400,
-     "got datatype FP64"),
-    ("/v2/models/mnist/infer", {"inputs": [{"name": "input", "shape": [2, 28, 28],
-                                            "datatype": "FP32", "data": [0] * 784}]}, 400,
-     "shape [2, 28, 28] needs 1568 values; 'data' holds 784"),
+    (
+        "/v2/models/mnist/infer",
+        {"inputs": [{"name": "input", "shape": [3, 784], "datatype": "FP32", "data": [0] * 2352}]},
+        400,
+        "expects input 'input' of shape [-1, 28, 28] (FP32); got shape [3, 784]",
+    ),
+    (
+        "/v2/models/mnist/infer",
+        {
+            "inputs": [
+                {"name": "pixels", "shape": [1, 28, 28], "datatype": "FP32", "data": [0] * 784}
+            ]
+        },
+        400,
+        "expects inputs 'input' of shape [-1, 28, 28] (FP32); got ['pixels']",
+    ),
+    (
+        "/v2/models/mnist/infer",
+        {
+            "inputs": [
+                {"name": "input", "shape": [1, 28, 28], "datatype": "FP64", "data": [0] * 784}
+            ]
+        },
+        400,
+        "got datatype FP64",
+    ),
+    (
+        "/v2/models/mnist/infer",
+        {
+            "inputs": [
+                {"name": "input", "shape": [2, 28, 28], "datatype": "FP32", "data": [0] * 784}
+            ]
+        },
+        400,
+        "shape [2, 28, 28] needs 1568 values; 'data' holds 784",
+    ),
 ]
 
 
@@ -100,8 +144,12 @@ def test_bad_requests_get_precise_errors(http, path, body, status, message) -> N
 
 
 def test_garbage_and_nan_are_400(http) -> None:
-    for content in (b"", b"\xff\xfe", b"{", b'{"inputs": [{"name": "input", "shape": [1],'
-                    b' "datatype": "FP32", "data": [NaN]}]}'):
+    for content in (
+        b"",
+        b"\xff\xfe",
+        b"{",
+        b'{"inputs": [{"name": "input", "shape": [1], "datatype": "FP32", "data": [NaN]}]}',
+    ):
         reply = http.post("/v2/models/mnist/infer", content=content)
         assert reply.status_code == 400, content
         assert reply.json()["error"]

@@ -30,24 +30,49 @@ def image() -> np.ndarray:
 
 def requests(picture: np.ndarray) -> dict[str, tuple[bytes, dict[str, str]]]:
     """Request body and headers of each format, by file stem."""
-    v2_json = {"inputs": [{"name": "input", "shape": [1, 28, 28], "datatype": "FP32",
-                           "data": picture.ravel().tolist()}]}
-    v2_header = json.dumps({
-        "inputs": [{"name": "input", "shape": [1, 28, 28], "datatype": "FP32",
-                    "parameters": {"binary_data_size": picture.nbytes}}],
-        "parameters": {"binary_data_output": True}}).encode()
+    v2_json = {
+        "inputs": [
+            {
+                "name": "input",
+                "shape": [1, 28, 28],
+                "datatype": "FP32",
+                "data": picture.ravel().tolist(),
+            }
+        ]
+    }
+    v2_header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "input",
+                    "shape": [1, 28, 28],
+                    "datatype": "FP32",
+                    "parameters": {"binary_data_size": picture.nbytes},
+                }
+            ],
+            "parameters": {"binary_data_output": True},
+        }
+    ).encode()
     return {
         "text": (format_list(picture).encode(), {"Content-Type": "text/x-mathematica"}),
-        "wxf": ((HERE / "mnist-8000.request.wxf").read_bytes(),
-                {"Content-Type": "application/vnd.wolfram.wxf"}),
+        "wxf": (
+            (HERE / "mnist-8000.request.wxf").read_bytes(),
+            {"Content-Type": "application/vnd.wolfram.wxf"},
+        ),
         "v2.json": (json.dumps(v2_json).encode(), {"Content-Type": "application/json"}),
-        "v2bin": (v2_header + picture.astype("<f4").tobytes(),
-                  {"Inference-Header-Content-Length": str(len(v2_header))}),
+        "v2bin": (
+            v2_header + picture.astype("<f4").tobytes(),
+            {"Inference-Header-Content-Length": str(len(v2_header))},
+        ),
     }
 
 
-PATHS = {"text": "/mnist", "wxf": "/mnist", "v2.json": "/v2/models/mnist/infer",
-         "v2bin": "/v2/models/mnist/infer"}
+PATHS = {
+    "text": "/mnist",
+    "wxf": "/mnist",
+    "v2.json": "/v2/models/mnist/infer",
+    "v2bin": "/v2/models/mnist/infer",
+}
 
 
 def main() -> None:
@@ -64,7 +89,8 @@ def main() -> None:
         if stem == "v2bin":
             V2_BINARY_HEADER.write_text(headers["Inference-Header-Content-Length"] + "\n")
             (HERE / "mnist-8000.reply.v2bin.header-length").write_text(
-                reply.headers["inference-header-content-length"] + "\n")
+                reply.headers["inference-header-content-length"] + "\n"
+            )
 
 
 if __name__ == "__main__":

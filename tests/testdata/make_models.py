@@ -24,13 +24,17 @@ def make_onnx() -> None:
     from onnx import TensorProto, helper, numpy_helper
 
     graph = helper.make_graph(
-        [helper.make_node("Reshape", ["input", "shape"], ["flat"]),
-         helper.make_node("MatMul", ["flat", "W"], ["output"])],
+        [
+            helper.make_node("Reshape", ["input", "shape"], ["flat"]),
+            helper.make_node("MatMul", ["flat", "W"], ["output"]),
+        ],
         "linear",
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 28, 28])],
         [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", 10])],
-        [numpy_helper.from_array(np.array([-1, 784], np.int64), "shape"),
-         numpy_helper.from_array(weights(), "W")],
+        [
+            numpy_helper.from_array(np.array([-1, 784], np.int64), "shape"),
+            numpy_helper.from_array(weights(), "W"),
+        ],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
@@ -38,8 +42,10 @@ def make_onnx() -> None:
     twoin = helper.make_graph(
         [helper.make_node("Add", ["a", "b"], ["sum"])],
         "twoin",
-        [helper.make_tensor_value_info("a", TensorProto.FLOAT, ["N", 3]),
-         helper.make_tensor_value_info("b", TensorProto.FLOAT, ["N", 3])],
+        [
+            helper.make_tensor_value_info("a", TensorProto.FLOAT, ["N", 3]),
+            helper.make_tensor_value_info("b", TensorProto.FLOAT, ["N", 3]),
+        ],
         [helper.make_tensor_value_info("sum", TensorProto.FLOAT, ["N", 3])],
     )
     model = helper.make_model(twoin, opset_imports=[helper.make_opsetid("", 17)])
@@ -53,7 +59,7 @@ def make_tflite() -> None:
     matrix = tf.constant(weights())
 
     @tf.function(input_signature=[tf.TensorSpec([None, 28, 28], tf.float32, name="input")])
-    def linear(input):  # noqa: A002  (the tensor's public name)
+    def linear(input):
         return {"output": tf.matmul(tf.reshape(input, [-1, 784]), matrix)}
 
     module = tf.Module()
