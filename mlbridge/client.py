@@ -88,7 +88,7 @@ class Client:
         return result[0] if single else result
 
     def _infer(self, model: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        header, tail = _binary_request(inputs)
+        header, tail = _binary_request(self._typed(model, inputs))
         _, headers, body = self._request(
             "POST",
             f"/v2/models/{model}/infer",
@@ -109,10 +109,21 @@ class Client:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _sole_input(self, model: str) -> dict[str, Any]:
+    def _typed(self, model: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Give each array the datatype the model declares (numpy defaults to float64)."""
+        declared = {spec["name"]: spec["datatype"] for spec in self._input_specs(model)}
+        return {
+            name: np.asarray(array, numpy_dtype(declared[name]) if name in declared else None)
+            for name, array in inputs.items()
+        }
+
+    def _input_specs(self, model: str) -> list[dict[str, Any]]:
         if model not in self._inputs:
             self._inputs[model] = self.metadata(model)["inputs"]
-        inputs = self._inputs[model]
+        return self._inputs[model]
+
+    def _sole_input(self, model: str) -> dict[str, Any]:
+        inputs = self._input_specs(model)
         if len(inputs) != 1:
             names = ", ".join(i["name"] for i in inputs)
             raise ConfigError(f"model {model!r} has inputs {names}; pass a dict of arrays")
@@ -166,9 +177,6 @@ def _discover(home: Path | str | None) -> tuple[str, Path]:
 def _binary_request(inputs: dict[str, np.ndarray]) -> tuple[bytes, bytes]:
     entries, chunks = [], []
     for name, array in inputs.items():
-        array = np.asarray(array)
-        if array.dtype == np.float64:
-            array = array.astype(np.float32)  # the models of this project take FP32
         raw = np.ascontiguousarray(array, array.dtype.newbyteorder("<")).tobytes()
         entries.append(
             {

@@ -7,7 +7,7 @@ import threading
 import numpy as np
 
 from ..errors import MissingDependency
-from ..protocol import ModelSignature, TensorSpec
+from ..protocol import ModelSignature, TensorSpec, v2_datatype
 from .base import Runtime, dims
 
 
@@ -54,8 +54,5 @@ class KerasRuntime(Runtime):
 
 
 def _spec(tensor: object, name: str) -> TensorSpec:
-    dtype = str(getattr(tensor, "dtype", "float32"))
-    datatype = {"float32": "FP32", "float64": "FP64", "int32": "INT32", "int64": "INT64"}.get(
-        dtype, "FP32"
-    )
-    return TensorSpec(name, datatype, dims(tensor.shape))  # type: ignore[attr-defined]
+    dtype = np.dtype(str(getattr(tensor, "dtype", "float32")))
+    return TensorSpec(name, v2_datatype(dtype), dims(tensor.shape))  # type: ignore[attr-defined]
