@@ -111,29 +111,17 @@ def train(**options: Any) -> None:
     show_default=True,
     help="Largest accepted absolute difference from Keras.",
 )
-def export(model: Path, formats: str, data: Path | None, samples: int, **options: Any) -> None:
+def export(model: Path, formats: str, **options: Any) -> None:
     """Export MODEL (.keras, .h5 or SavedModel) and check every file against Keras."""
     _, export_module = _guarded(_training_modules, "mlbridge export")
     chosen = tuple(fmt.strip() for fmt in formats.split(",") if fmt.strip())
-    inputs = _guarded(_samples, export_module, model, data, samples)
-    sidecar = _guarded(export_module.export_model, model, chosen, samples=inputs, **options)
+    sidecar = _guarded(export_module.export_model, model, chosen, **options)
     for fmt in chosen:
         result = sidecar["exports"][fmt]
         click.echo(
             f"{result['file']}: max |difference| from Keras "
             f"{result['max_abs_difference']:.3g} on {result['samples']} samples"
         )
-
-
-def _samples(export_module: Any, model: Path, data: Path | None, count: int) -> Any:
-    """Held-out images of the model's data set, or seeded random inputs without --data."""
-    keras_model = export_module.load_source(model)
-    if data is None:
-        return export_module.random_samples(keras_model, count)
-    from .data import load_dataset
-
-    dataset = "cifar10" if tuple(keras_model.inputs[0].shape[1:]) == (32, 32, 3) else "mnist"
-    return load_dataset(dataset, data).scaled().x_heldout[:count]
 
 
 def _guarded(function: Any, *args: Any, **kwargs: Any) -> Any:

@@ -20,6 +20,7 @@ import tensorflow as tf
 
 from ..errors import MLBridgeError
 from . import layers  # noqa: F401  (registers EvidenceTweakingLayer for load_model)
+from .data import load_dataset
 from .train import load_model, report_path
 
 FORMATS = ("onnx", "tflite")
@@ -39,10 +40,15 @@ def export_model(
     formats: tuple[str, ...] = FORMATS,
     out: Path | None = None,
     name: str | None = None,
-    samples: np.ndarray | None = None,
+    data: Path | None = None,
+    samples: int = SAMPLES,
     tolerance: float = TOLERANCE,
 ) -> dict[str, Any]:
-    """Export ``model_path`` to ``formats`` in ``out``; return the sidecar written beside them."""
+    """Export ``model_path`` to ``formats`` in ``out``; return the sidecar written beside them.
+
+    The files are checked on the first ``samples`` held-out images of ``data``, or on seeded
+    random inputs without it.
+    """
     unknown = set(formats) - set(FORMATS)
     if unknown:
         known = ", ".join(FORMATS)
@@ -51,7 +57,7 @@ def export_model(
     out = out or model_path.parent
     name = name or model_path.stem
     out.mkdir(parents=True, exist_ok=True)
-    inputs = samples if samples is not None else random_samples(model)
+    inputs = heldout_samples(model, data, samples) if data else random_samples(model, samples)
     expected = np.asarray(model(inputs, training=False))
     results = {
         fmt: _export_checked(model, fmt, out / f"{name}.{fmt}", inputs, expected, tolerance)
@@ -69,6 +75,18 @@ def load_source(path: Path) -> Any:
     if path.suffix not in (".keras", ".h5") or not path.is_file():
         raise FileNotFoundError(f"{path}: expected a .keras or .h5 file or a SavedModel folder")
     return load_model(path)
+
+
+def heldout_samples(model: Any, data: Path, count: int = SAMPLES) -> np.ndarray:
+    """The first ``count`` held-out images of the data set that fits the model's input."""
+    shape = tuple(model.inputs[0].shape[1:])
+    dataset = "cifar10" if shape == (32, 32, 3) else "mnist"
+    images = load_dataset(dataset, data).scaled().x_heldout[:count]
+    if images.shape[1:] != shape:
+        raise ValueError(
+            f"{data}: images of shape {list(images.shape[1:])}; the model takes {list(shape)}"
+        )
+    return images
 
 
 def random_samples(model: Any, count: int = SAMPLES, seed: int = 0) -> np.ndarray:

@@ -254,3 +254,10 @@ def test_mlp_default_epochs_meet_the_floor(tmp_path: Path) -> None:
     run_cli("train", "mnist-mlp", "--data", MNIST_DIR, "--out", tmp_path)
     report = json.loads((tmp_path / "mnist-mlp.report.json").read_text())
     assert report["epochs"] >= 4 and report["heldout_accuracy"] >= 0.93
+
+
+def test_export_from_legacy_h5(evidence_model: Path, tmp_path: Path) -> None:
+    load_model(evidence_model).save(tmp_path / "legacy.h5")
+    printed = run_cli("export", tmp_path / "legacy.h5", "--to", "onnx", "--data", MNIST_DIR)
+    assert "legacy.onnx: max |difference|" in printed
+    assert json.loads((tmp_path / "legacy.json").read_text())["exports"]["onnx"]["samples"] == 256
