@@ -1,8 +1,9 @@
 """Codecs of the CAS endpoint, keyed by media type.
 
-A body is read by the codec its Content-Type names, else by the first
-codec whose ``sniff`` recognises it, else as Mathematica text (clients in
-the URLFetch style send a form content type whatever the body holds).
+A body is read by the codec that recognises it (a WXF header, a JSON
+array), else by the codec its Content-Type names, else as Mathematica text:
+clients in the URLFetch style send a form content type whatever the body
+holds, and text never starts like WXF or JSON.
 """
 
 from __future__ import annotations
@@ -10,37 +11,42 @@ from __future__ import annotations
 from .base import CasCodec
 from .json_list import JsonListCodec
 from .mathematica import MathematicaCodec
-from .wxf import WxfCodec
+from .wxf import DEFAULT_MAX_DECOMPRESSED, WxfCodec
 
 TEXT = MathematicaCodec()
-
-CAS_CODECS: dict[str, CasCodec] = {
-    codec.media_type: codec for codec in (WxfCodec(), JsonListCodec(), TEXT)
-}
-
 MEDIA_TYPE_ALIASES = {
     "text/plain": TEXT.media_type,
     "application/vnd.wolfram.mathematica": TEXT.media_type,
 }
 
 
-def codec_for_body(content_type: str, body: bytes) -> CasCodec:
+def cas_codecs(max_decompressed: int = DEFAULT_MAX_DECOMPRESSED) -> dict[str, CasCodec]:
+    """Every CAS codec by media type; WXF inflates at most ``max_decompressed`` bytes."""
+    codecs = (WxfCodec(max_decompressed), JsonListCodec(), TEXT)
+    return {codec.media_type: codec for codec in codecs}
+
+
+CAS_CODECS = cas_codecs()
+
+
+def codec_for_body(
+    content_type: str, body: bytes, codecs: dict[str, CasCodec] = CAS_CODECS
+) -> CasCodec:
     """The codec that reads this body."""
-    media_type = _media_type(content_type)
-    if media_type in CAS_CODECS:
-        return CAS_CODECS[media_type]
-    for codec in CAS_CODECS.values():
+    for codec in codecs.values():
         if codec.sniff(body):
             return codec
-    return TEXT
+    return codecs.get(_media_type(content_type), TEXT)
 
 
-def codec_for_reply(accept: str, request_codec: CasCodec) -> CasCodec:
+def codec_for_reply(
+    accept: str, request_codec: CasCodec, codecs: dict[str, CasCodec] = CAS_CODECS
+) -> CasCodec:
     """The codec the reply is written in: what Accept names, else the request's."""
     for item in accept.split(","):
         media_type = _media_type(item)
-        if media_type in CAS_CODECS:
-            return CAS_CODECS[media_type]
+        if media_type in codecs:
+            return codecs[media_type]
     return request_codec
 
 
@@ -49,4 +55,4 @@ def _media_type(header: str) -> str:
     return MEDIA_TYPE_ALIASES.get(media_type, media_type)
 
 
-__all__ = ["CAS_CODECS", "CasCodec", "codec_for_body", "codec_for_reply"]
+__all__ = ["CAS_CODECS", "CasCodec", "cas_codecs", "codec_for_body", "codec_for_reply"]

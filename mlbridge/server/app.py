@@ -8,6 +8,7 @@ from starlette.middleware import Middleware
 from starlette.routing import Route
 
 from ..auth import TokenAuthenticator
+from ..codecs import cas_codecs
 from ..errors import MLBridgeError
 from ..inference import InferenceService
 from ..registry import ModelRegistry
@@ -49,5 +50,6 @@ def create_app(
     )
     app.state.service = InferenceService(registry, workers=settings.workers)
     app.state.authenticator = authenticator
+    app.state.cas_codecs = cas_codecs(max_decompressed=settings.max_body_bytes)
     app.state.settings = settings
     return app

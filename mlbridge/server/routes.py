@@ -72,11 +72,12 @@ async def cas_predict(request: Request) -> Response:
     if not request.scope.get("state", {}).get("authenticated", False):
         secret, body = split_secret_line(body)
         authenticator(request).check(secret)
-    codec = codec_for_body(request.headers.get("content-type", ""), body)
+    codecs = request.app.state.cas_codecs
+    codec = codec_for_body(request.headers.get("content-type", ""), body, codecs)
     request.state.codec = codec
     array = codec.decode_tensor(body)
     result = await service(request).infer_tensor(request.path_params["name"], array)
-    reply = codec_for_reply(request.headers.get("accept", ""), codec)
+    reply = codec_for_reply(request.headers.get("accept", ""), codec, codecs)
     return Response(reply.encode_tensor(result), media_type=reply.media_type)
 
 

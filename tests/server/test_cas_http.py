@@ -118,3 +118,21 @@ def test_server_keeps_serving_after_every_bad_request(server, mnist) -> None:
     reply = httpx.post(f"{server.url}/mnist", content=as_text(mnist[0][0]), headers=server.auth)
     assert reply.status_code == 200 and parse_list(reply.content).argmax() == mnist[1][0]
     assert server.process.poll() is None
+
+
+def test_wxf_is_recognised_whatever_the_content_type(server, mnist) -> None:
+    from wolframclient.deserializers import binary_deserialize
+    from wolframclient.serializers import export
+
+    body = export(mnist[0][:2], target_format="wxf")
+    reply = httpx.post(f"{server.url}/mnist", content=body, headers={**server.auth, **FORM})
+    assert reply.headers["content-type"] == "application/vnd.wolfram.wxf"
+    assert np.asarray(binary_deserialize(reply.content)).argmax(1).tolist() == [
+        *mnist[1][:2].tolist()
+    ]
+    wxf_reply = httpx.post(
+        f"{server.url}/mnist",
+        content=as_text(mnist[0][0]),
+        headers={**server.auth, "Accept": "application/vnd.wolfram.wxf"},
+    )
+    assert np.asarray(binary_deserialize(wxf_reply.content)).shape == (10,)

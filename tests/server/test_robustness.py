@@ -108,3 +108,13 @@ def test_wrong_secret_never_appears_in_the_log(small_server) -> None:
     httpx.get(f"{small_server.url}/v2", headers={"Authorization": "Bearer guess-123"})
     log = small_server.log.read_text()
     assert small_server.token not in log and "guess-123" not in log
+
+
+def test_wxf_zip_bomb_is_bounded_by_the_body_limit(small_server) -> None:
+    import zlib
+
+    bomb = b"8C:" + zlib.compress(bytes(8 * 1024 * 1024), 9)  # 8 MiB of zeros, 8 KiB sent
+    assert len(bomb) < 64 * 1024
+    reply = httpx.post(f"{small_server.url}/linear", content=bomb, headers=small_server.auth)
+    assert reply.status_code == 400
+    assert "decompresses to more than 1048576 bytes" in reply.text
