@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import ConfigError
+
 IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.int16, 0x0C: np.int32, 0x0D: np.float32}
 
 
@@ -154,7 +156,12 @@ def _from_keras(name: str) -> Dataset:
     import keras  # the network download goes through Keras' own cache
 
     module = getattr(keras.datasets, name)
-    (x_train, y_train), (x_test, y_test) = module.load_data()
+    try:
+        (x_train, y_train), (x_test, y_test) = module.load_data()
+    except Exception as error:  # Keras reports a failed download as a bare Exception
+        raise ConfigError(
+            f"could not get {name} through Keras ({error}); pass --data PATH"
+        ) from error
     return Dataset(name, x_train, _flat(y_train), x_test, _flat(y_test))
 
 
