@@ -235,14 +235,12 @@ def _real(value: float, dtype: np.dtype) -> str:
     """Shortest text that reads back to the same float32/float64 value."""
     if value != value or value in (float("inf"), float("-inf")):
         return {"nan": "Indeterminate", "inf": "Infinity", "-inf": "-Infinity"}[repr(value)]
-    text = np.format_float_scientific(dtype.type(value), unique=True, trim="-", exp_digits=1)
+    number = dtype.type(value)
+    if value == 0 or 1e-5 <= abs(value) < 1e15:
+        return np.format_float_positional(number, unique=True, trim=".")
+    text = np.format_float_scientific(number, unique=True, trim=".", exp_digits=1)
     mantissa, exponent = text.split("e")
-    if "." not in mantissa:
-        mantissa += "."
-    power = int(exponent)
-    if -5 <= power < 15:
-        return np.format_float_positional(dtype.type(value), unique=True, trim=".")
-    return f"{mantissa}*^{power}"
+    return f"{mantissa}*^{int(exponent)}"
 
 
 def _nest(words: list[str], shape: tuple[int, ...]) -> str:

@@ -77,7 +77,14 @@ def test_random_float32_round_trip(mnist) -> None:
 
 @pytest.mark.parametrize(
     ("value", "text"),
-    [(1.0, "1."), (1e-5, "0.00001"), (-2.5e-7, "-2.5*^-7"), (3e20, "3.*^20"), (0.1, "0.1")],
+    [
+        (1.0, "1."),
+        (1e-4, "0.0001"),
+        (1e-5, "1.*^-5"),
+        (-2.5e-7, "-2.5*^-7"),
+        (3e20, "3.*^20"),
+        (0.1, "0.1"),
+    ],
 )
 def test_reals_use_mathematica_notation(value: float, text: str) -> None:
     assert format_list(np.array([value], dtype=np.float32)) == "{" + text + "}"
