@@ -16,12 +16,15 @@ import numpy as np
 
 from ..protocol import ModelSignature
 
+SMALL_INPUT_VALUES = 4096  # five 28x28 images: tens of microseconds for the demo models
+
 
 class Runtime(ABC):
     """A model loaded from one file."""
 
     suffixes: tuple[str, ...] = ()
     extra: str = ""  # the pip extra that brings this runtime's engine
+    inline_max_values = 0  # inputs this small may run on the event loop (fast, non-blocking)
 
     def __init__(self, path: Path, threads: int = 1) -> None:
         self.path = path

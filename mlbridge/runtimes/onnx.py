@@ -6,7 +6,7 @@ import numpy as np
 
 from ..errors import MissingDependency
 from ..protocol import ModelSignature, TensorSpec
-from .base import Runtime, dims
+from .base import SMALL_INPUT_VALUES, Runtime, dims
 
 # onnxruntime names element types "tensor(float)"; map them to V2 names.
 ONNX_TO_V2 = {
@@ -30,6 +30,7 @@ class OnnxRuntime(Runtime):
 
     suffixes = (".onnx",)
     extra = ""
+    inline_max_values = SMALL_INPUT_VALUES
 
     def load(self) -> None:
         try:

@@ -1,24 +1,24 @@
 """TFLite models through the LiteRT interpreter (ai-edge-litert).
 
 An interpreter is not reentrant, so each request borrows one from a pool
-that grows on demand up to ``POOL_SIZE``. Models with one SignatureDef (what
-Keras and the TFLite converter write) are run through their signature
-runner, which keeps the public tensor names; others through raw tensors.
+that grows on demand: never beyond the requests running at once (the
+server's workers, plus one on the event loop), and a request never waits.
+Models with one SignatureDef (what Keras and the TFLite converter write)
+run through their signature runner, which keeps the public tensor names;
+others through raw tensors.
 """
 
 from __future__ import annotations
 
 import queue
-import threading
 from collections.abc import Callable
 
 import numpy as np
 
 from ..errors import MissingDependency
 from ..protocol import ModelSignature, TensorSpec, v2_datatype
-from .base import Runtime
+from .base import SMALL_INPUT_VALUES, Runtime
 
-POOL_SIZE = 4
 Engine = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
 
 
@@ -38,12 +38,11 @@ class TfliteRuntime(Runtime):
 
     suffixes = (".tflite",)
     extra = "tflite"
+    inline_max_values = SMALL_INPUT_VALUES
 
     def load(self) -> None:
         self._interpreter_class = _interpreter_class()
         self._idle: queue.SimpleQueue[Engine] = queue.SimpleQueue()
-        self._created = 0
-        self._lock = threading.Lock()
         interpreter = self._interpreter_class(model_path=str(self.path), num_threads=self.threads)
         signatures = interpreter.get_signature_list()
         self._signature_key = next(iter(signatures)) if len(signatures) == 1 else None
@@ -74,17 +73,12 @@ class TfliteRuntime(Runtime):
         try:
             return self._idle.get_nowait()
         except queue.Empty:
-            pass
-        with self._lock:
-            grow = self._created < POOL_SIZE
-        if not grow:
-            return self._idle.get()
-        interpreter = self._interpreter_class(model_path=str(self.path), num_threads=self.threads)
-        return self._engine(interpreter)
+            interpreter = self._interpreter_class(
+                model_path=str(self.path), num_threads=self.threads
+            )
+            return self._engine(interpreter)
 
     def _engine(self, interpreter) -> Engine:
-        with self._lock:
-            self._created += 1
         if self._signature_key:
             runner = interpreter.get_signature_runner(self._signature_key)
             return lambda inputs: {k: v.copy() for k, v in runner(**inputs).items()}
