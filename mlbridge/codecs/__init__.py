@@ -1,9 +1,9 @@
 """Codecs of the CAS endpoint, keyed by media type.
 
 A body is read by the codec that recognises it (a WXF header, a JSON
-array), else by the codec its Content-Type names, else as Mathematica text:
-clients in the URLFetch style send a form content type whatever the body
-holds, and text never starts like WXF or JSON.
+array, a ``{`` list), else by the codec its Content-Type names, else as
+Mathematica text: clients in the URLFetch style send a form content type
+whatever the body holds.
 """
 
 from __future__ import annotations

@@ -37,6 +37,9 @@ class MathematicaCodec(CasCodec):
 
     media_type = "text/x-mathematica"
 
+    def sniff(self, body: bytes) -> bool:
+        return body.lstrip()[:1] == b"{"
+
     def decode_tensor(self, body: bytes) -> np.ndarray:
         return parse_list(body)
 

@@ -136,3 +136,12 @@ def test_wxf_is_recognised_whatever_the_content_type(server, mnist) -> None:
         headers={**server.auth, "Accept": "application/vnd.wolfram.wxf"},
     )
     assert np.asarray(binary_deserialize(wxf_reply.content)).shape == (10,)
+
+
+def test_text_is_text_whatever_the_content_type_says(server, mnist) -> None:
+    reply = httpx.post(
+        f"{server.url}/mnist",
+        content=as_text(mnist[0][0]),
+        headers={**server.auth, "Content-Type": "application/json"},
+    )
+    assert reply.status_code == 200 and parse_list(reply.content).argmax() == mnist[1][0]
