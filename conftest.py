@@ -65,6 +65,12 @@ class RunningServer:
         return self.process.wait(timeout=30)
 
 
+def v2_json(images: np.ndarray, name: str = "input") -> dict:
+    """A V2 JSON infer request carrying ``images`` as one FP32 input."""
+    tensor = {"name": name, "shape": list(images.shape), "datatype": "FP32"}
+    return {"inputs": [{**tensor, "data": images.ravel().tolist()}]}
+
+
 def start_server(home: Path, *args: str, env: dict[str, str] | None = None) -> RunningServer:
     """Start `mlbridge serve` with ``home`` and wait until server.json appears."""
     home.mkdir(mode=0o700, parents=True, exist_ok=True)

@@ -9,6 +9,7 @@ import tritonclient.http as triton
 from wolframclient.deserializers import binary_deserialize
 from wolframclient.serializers import export
 
+from conftest import v2_json
 from mlbridge.client import Client, ServerError
 
 
@@ -58,16 +59,7 @@ def test_wolframclient_wxf_batch_equals_the_v2_answer(server, mnist) -> None:
         f"{server.url}/v2/models/mnist/infer",
         headers=server.auth,
         timeout=60,
-        json={
-            "inputs": [
-                {
-                    "name": "input",
-                    "shape": [2000, 28, 28],
-                    "datatype": "FP32",
-                    "data": images.ravel().tolist(),
-                }
-            ]
-        },
+        json=v2_json(images),
     )
     from_json = np.asarray(v2.json()["outputs"][0]["data"], np.float32).reshape(2000, 10)
     assert np.array_equal(from_wxf, from_json)

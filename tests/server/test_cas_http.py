@@ -6,6 +6,7 @@ import httpx
 import numpy as np
 import pytest
 
+from conftest import v2_json
 from mlbridge.codecs.mathematica import format_list, parse_list
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}  # what URLFetch-style clients send
@@ -43,16 +44,7 @@ def test_text_reply_round_trips_float32_exactly(server, mnist) -> None:
     v2 = httpx.post(
         f"{server.url}/v2/models/mnist/infer",
         headers=server.auth,
-        json={
-            "inputs": [
-                {
-                    "name": "input",
-                    "shape": [8, 28, 28],
-                    "datatype": "FP32",
-                    "data": images.ravel().tolist(),
-                }
-            ]
-        },
+        json=v2_json(images),
     )
     expected = np.asarray(v2.json()["outputs"][0]["data"], np.float32).reshape(8, 10)
     assert np.array_equal(parse_list(text.content).astype(np.float32), expected)

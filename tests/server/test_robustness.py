@@ -10,7 +10,7 @@ import httpx
 import numpy as np
 import pytest
 
-from conftest import TESTDATA, start_server
+from conftest import TESTDATA, start_server, v2_json
 
 
 @pytest.fixture(scope="module")
@@ -28,16 +28,7 @@ def test_concurrent_requests_on_a_tflite_pool_all_answer_correctly(small_server,
     with httpx.Client(base_url=small_server.url, headers=small_server.auth) as client:
         expected = client.post(
             "/v2/models/linear/infer",
-            json={
-                "inputs": [
-                    {
-                        "name": "input",
-                        "shape": [64, 28, 28],
-                        "datatype": "FP32",
-                        "data": images.ravel().tolist(),
-                    }
-                ]
-            },
+            json=v2_json(images),
         ).json()["outputs"][0]["data"]
     expected = np.asarray(expected, np.float32).reshape(64, 10)
 
@@ -45,16 +36,7 @@ def test_concurrent_requests_on_a_tflite_pool_all_answer_correctly(small_server,
         model = ("linear", "linear-lite")[index % 2]
         reply = await client.post(
             f"/v2/models/{model}/infer",
-            json={
-                "inputs": [
-                    {
-                        "name": "input",
-                        "shape": [1, 28, 28],
-                        "datatype": "FP32",
-                        "data": images[index % 64].ravel().tolist(),
-                    }
-                ]
-            },
+            json=v2_json(images[index % 64][None]),
         )
         assert reply.status_code == 200, reply.text
         return np.asarray(reply.json()["outputs"][0]["data"], np.float32)

@@ -8,6 +8,8 @@ import httpx
 import numpy as np
 import pytest
 
+from conftest import v2_json
+
 FLOORS = {"mnist": 0.93, "mnist-cnn": 0.97}
 
 
@@ -17,23 +19,10 @@ def http(server) -> httpx.Client:
         yield client
 
 
-def v2_body(images: np.ndarray) -> dict:
-    return {
-        "inputs": [
-            {
-                "name": "input",
-                "shape": list(images.shape),
-                "datatype": "FP32",
-                "data": images.ravel().tolist(),
-            }
-        ]
-    }
-
-
 @pytest.mark.parametrize("model", sorted(FLOORS))
 def test_held_out_accuracy_in_one_request(http, mnist, model: str) -> None:
     images, labels = mnist
-    reply = http.post(f"/v2/models/{model}/infer", json=v2_body(images))
+    reply = http.post(f"/v2/models/{model}/infer", json=v2_json(images))
     assert reply.status_code == 200, reply.text
     output = reply.json()["outputs"][0]
     assert output["shape"] == [2000, 10] and output["datatype"] == "FP32"
@@ -88,7 +77,7 @@ def test_binary_extension_matches_json(http, mnist) -> None:
     assert reply.status_code == 200, reply.text
     length = int(reply.headers["inference-header-content-length"])
     binary = np.frombuffer(reply.content[length:], "<f4").reshape(64, 10)
-    as_json = http.post("/v2/models/mnist/infer", json=v2_body(images)).json()
+    as_json = http.post("/v2/models/mnist/infer", json=v2_json(images)).json()
     assert np.array_equal(
         binary, np.asarray(as_json["outputs"][0]["data"], np.float32).reshape(64, 10)
     )
