@@ -166,7 +166,6 @@ def bind(host: str, port: int) -> socket.socket:
             ) from None
         raise ConfigError(f"cannot listen on {host}:{port}: {error.strerror}") from None
     listener.listen(BACKLOG)
-    listener.set_inheritable(True)
     return listener
 
 
