@@ -40,7 +40,7 @@ class InferenceService:
         self.limiter = CapacityLimiter(workers)
 
     async def infer(self, model_name: str, request: InferenceRequest) -> InferenceResponse:
-        """Validate ``request`` for the model and run it off the event loop."""
+        """Validate ``request`` for the model and run it (in a worker thread unless small)."""
         model = self.registry.get(model_name)
         validate_inputs(model, request.inputs)
         if sum(array.size for array in request.inputs.values()) <= model.runtime.inline_max_values:

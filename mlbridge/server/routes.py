@@ -6,8 +6,10 @@ No model logic lives here; see :mod:`mlbridge.inference`.
 from __future__ import annotations
 
 import os
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
+from anyio import to_thread
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -20,6 +22,8 @@ from ..inference import InferenceService
 from ..registry import ServedModel
 
 MODEL_VERSION = "1"
+SMALL_PAYLOAD = 64 * 1024  # bytes of body, or values of output
+T = TypeVar("T")
 EXTENSIONS = ["binary_tensor_data", "cas_endpoint"]
 
 
@@ -60,9 +64,12 @@ async def infer(request: Request) -> Response:
     """POST /v2/models/{name}/infer: V2 JSON, with or without binary tensors."""
     body = await read_body(request)
     header_length = request.headers.get(v2_codec.HEADER_LENGTH)
-    inference = v2_codec.decode_request(body, header_length)
+    inference = await off_loop(len(body), v2_codec.decode_request, body, header_length)
     response = await service(request).infer(request.path_params["name"], inference)
-    content, headers = v2_codec.encode_response(response, inference.binary_outputs)
+    size = sum(array.size for array in response.outputs.values())
+    content, headers = await off_loop(
+        size, v2_codec.encode_response, response, inference.binary_outputs
+    )
     return Response(content, headers=headers)
 
 
@@ -75,10 +82,21 @@ async def cas_predict(request: Request) -> Response:
     codecs = request.app.state.cas_codecs
     codec = codec_for_body(request.headers.get("content-type", ""), body, codecs)
     request.state.codec = codec
-    array = codec.decode_tensor(body)
+    array = await off_loop(len(body), codec.decode_tensor, body)
     result = await service(request).infer_tensor(request.path_params["name"], array)
     reply = codec_for_reply(request.headers.get("accept", ""), codec, codecs)
-    return Response(reply.encode_tensor(result), media_type=reply.media_type)
+    content = await off_loop(result.size, reply.encode_tensor, result)
+    return Response(content, media_type=reply.media_type)
+
+
+async def off_loop(size: int, function: Callable[..., T], *args: Any) -> T:
+    """Run a codec on the event loop when ``size`` is small, else in a worker thread.
+
+    Parsing a big body takes up to seconds; other requests must not wait for it.
+    """
+    if size <= SMALL_PAYLOAD:
+        return function(*args)
+    return await to_thread.run_sync(function, *args)
 
 
 async def read_body(request: Request) -> bytes:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import time
 
 import httpx
 import numpy as np
@@ -100,3 +101,25 @@ def test_wxf_zip_bomb_is_bounded_by_the_body_limit(small_server) -> None:
     reply = httpx.post(f"{small_server.url}/linear", content=bomb, headers=small_server.auth)
     assert reply.status_code == 400
     assert "decompresses to more than 1048576 bytes" in reply.text
+
+
+def test_a_big_text_batch_does_not_hold_up_small_requests(server, mnist) -> None:
+    from mlbridge.codecs.mathematica import format_list
+
+    big = format_list(np.concatenate([mnist[0]] * 3)).encode()  # 6000 images, ~25 MB of text
+
+    async def race() -> tuple[float, float]:
+        async with httpx.AsyncClient(base_url=server.url, headers=server.auth, timeout=120) as c:
+            started = time.perf_counter()
+            batch = asyncio.create_task(c.post("/mnist", content=big))
+            slowest = 0.0
+            while not batch.done():
+                sent = time.perf_counter()
+                reply = await c.post("/v2/models/mnist/infer", json=v2_json(mnist[0][:1]))
+                assert reply.status_code == 200
+                slowest = max(slowest, time.perf_counter() - sent)
+            assert (await batch).status_code == 200
+            return slowest, time.perf_counter() - started
+
+    slowest, batch_seconds = asyncio.run(race())
+    assert slowest < batch_seconds / 4, f"a small request waited {slowest:.2f} s for the batch"
