@@ -169,9 +169,13 @@ numericReplyQ[held_] := MatchQ[held, HoldComplete[
 releaseNumbers[HoldComplete[a_NumericArray]] := Normal[a];
 releaseNumbers[held_] := ReleaseHold[held];
 
-(* A Failure in the reply is rebuilt from its string and integer fields, never evaluated. *)
+(* A Failure in the reply is rebuilt from its string and integer fields, never evaluated.
+   Text replies hold the rules themselves; WXF may give an Association already built, which
+   KeyValuePattern reads without evaluating anything (only a value matching pattern is taken). *)
 heldField[held_, key_String, pattern_] := With[
-  {found = Cases[held, (Rule | RuleDelayed)[key, v : pattern] :> v, Infinity]},
+  {found = Join[
+    Cases[held, (Rule | RuleDelayed)[key, v : pattern] :> v, Infinity],
+    Cases[held, KeyValuePattern[{key -> v : pattern}] :> v, Infinity]]},
   If[found === {}, Missing["NotAvailable"], First[found]]];
 
 serverFailure[held_, status_] := Failure["MLBridge", <|
