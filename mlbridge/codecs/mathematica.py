@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import warnings
 from functools import lru_cache
+from math import prod
 
 import numpy as np
 
@@ -68,7 +69,7 @@ def parse_list(body: bytes) -> np.ndarray:
     shape = _fast_shape(raw)
     if shape is None:
         shape = _shape(text, raw)  # slow, and raises a precise error for a malformed body
-    values = _numbers(text, raw, int(np.prod(shape)))
+    values = _numbers(text, raw, prod(shape))
     return values.reshape(shape)
 
 
@@ -95,7 +96,7 @@ def _fast_shape(raw: np.ndarray) -> tuple[int, ...] | None:
         return None
     leaves = int(np.count_nonzero(starts))
     shape = tuple(int(inner) // int(outer) for outer, inner in zip(opens, [*opens[1:], leaves]))
-    if int(np.prod(shape)) != leaves or not all(shape):
+    if prod(shape) != leaves or not all(shape):
         return None
     if skeleton.tobytes() != _skeleton(shape):
         return None

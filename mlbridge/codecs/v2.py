@@ -8,6 +8,7 @@ tensors whose ``parameters.binary_data_size`` is set.
 from __future__ import annotations
 
 import json
+from math import prod
 from typing import Any
 
 import numpy as np
@@ -18,6 +19,7 @@ from ..protocol import InferenceRequest, InferenceResponse, numpy_dtype, v2_data
 JSON_MEDIA_TYPE = "application/json"
 BINARY_MEDIA_TYPE = "application/octet-stream"
 HEADER_LENGTH = "inference-header-content-length"
+MAX_DIMENSION = 2**40  # far beyond any body the server accepts; keeps numpy's shapes valid
 
 
 def loads(text: bytes) -> Any:
@@ -91,10 +93,10 @@ def _decode_input(index: int, item: Any, binary: bytes, offset: int) -> tuple[st
 
 def _shape(where: str, shape: Any) -> tuple[int, ...]:
     if not isinstance(shape, list) or not all(
-        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+        isinstance(d, int) and not isinstance(d, bool) and 0 <= d <= MAX_DIMENSION for d in shape
     ):
         raise PayloadError(
-            f"{where}: 'shape' must be a list of non-negative integers; got {shape!r}"
+            f"{where}: 'shape' must be a list of integers from 0 to {MAX_DIMENSION}; got {shape!r}"
         )
     return tuple(shape)
 
@@ -113,7 +115,7 @@ def _from_json(where: str, data: Any, shape: tuple[int, ...], dtype: np.dtype) -
         raise PayloadError(
             f"{where}: 'data' must be a flat or nested list of {dtype.name} numbers"
         ) from None
-    expected = int(np.prod(shape))
+    expected = prod(shape)
     if array.size != expected:
         raise PayloadError(
             f"{where}: shape {list(shape)} needs {expected} values; 'data' holds {array.size}"
@@ -124,7 +126,7 @@ def _from_json(where: str, data: Any, shape: tuple[int, ...], dtype: np.dtype) -
 def _from_binary(
     where: str, binary: bytes, offset: int, size: Any, shape: tuple[int, ...], dtype: np.dtype
 ) -> np.ndarray:
-    expected = int(np.prod(shape)) * dtype.itemsize
+    expected = prod(shape) * dtype.itemsize
     if not isinstance(size, int) or size != expected:
         raise PayloadError(
             f"{where}: shape {list(shape)} of {dtype.name} needs {expected} bytes; "
@@ -133,7 +135,7 @@ def _from_binary(
     if offset + size > len(binary):
         raise PayloadError(f"{where}: the binary section ends before this tensor's {size} bytes")
     little = dtype.newbyteorder("<")
-    return np.frombuffer(binary, little, int(np.prod(shape)), offset).reshape(shape).astype(dtype)
+    return np.frombuffer(binary, little, prod(shape), offset).reshape(shape).astype(dtype)
 
 
 def _optional_str(document: dict, key: str) -> str | None:
