@@ -32,6 +32,8 @@ def loads(text: bytes) -> Any:
         ) from None
     except UnicodeDecodeError:
         raise PayloadError("invalid JSON: the body is not UTF-8 text") from None
+    except RecursionError:
+        raise PayloadError("invalid JSON: arrays nested too deeply") from None
 
 
 def _reject_constant(name: str) -> None:

@@ -76,6 +76,7 @@ MALFORMED = [
         "NaN is not a JSON number",
     ),
     (b"[]", None, 'expected a JSON object with an "inputs" list'),
+    (b"[" * 100_000, None, "nested too deeply"),
     (body({"shape": [1], "datatype": "FP32", "data": [1]}), None, "missing string field 'name'"),
     (
         body({"name": "x", "shape": [2], "datatype": "FP32", "data": [1]}),
