@@ -1,8 +1,10 @@
 """Mathematica list text: ``{{0., .5, 1.5*^-7}, ...}`` in, ``{...}`` out.
 
-Parsing is vectorised: the brace structure is checked with numpy on the
-raw bytes and the numbers are read in one C call, so a 41 MB batch takes
-about a second instead of the minute a token-by-token parser needs.
+Parsing runs in C-speed passes over the whole text: bytes.translate makes
+a skeleton of braces and commas that one comparison checks against the
+rectangular shape it suggests, and numpy reads all numbers in one call. A
+body that fails any check is parsed again step by step, only to say what is
+wrong and where.
 """
 
 from __future__ import annotations
@@ -21,16 +23,19 @@ OPEN, CLOSE, COMMA = ord("{"), ord("}"), ord(",")
 WHITESPACE = b" \t\r\n"
 NUMBER_BYTES = b"0123456789.+-*^`"
 # Precision or accuracy marks: 2.5`10. or 2.5``20 (the mark is dropped, the value kept).
-PRECISION_MARK = re.compile(rb"``?[0-9.]*")
+PRECISION_MARK = re.compile(rb"(?<=[0-9.])``?[0-9.]*")
 MAX_RANK = 32
 
 _ALLOWED = np.zeros(256, dtype=bool)
 _ALLOWED[list(WHITESPACE + NUMBER_BYTES + b"{},")] = True
 _SEPARATOR = np.zeros(256, dtype=bool)
 _SEPARATOR[list(WHITESPACE + b"{},")] = True
-_STRUCTURE = np.zeros(256, dtype=bool)
-_STRUCTURE[list(b"{},")] = True
 _BLANK_STRUCTURE = bytes.maketrans(b"{},", b"   ")
+# For the skeleton: number characters become x, braces and commas stay, anything else is !.
+_SKELETON = bytes(
+    ord("x") if byte in NUMBER_BYTES else byte if byte in b"{}," else ord("!")
+    for byte in range(256)
+)
 
 
 class MathematicaCodec(CasCodec):
@@ -60,56 +65,77 @@ def parse_list(body: bytes) -> np.ndarray:
     text = body.strip()
     if not text:
         raise PayloadError("empty body; expected a list such as {{0., 0.5}, {1., 0.25}}")
+    shape = _fast_shape(text)
+    values = _read_numbers(text) if shape else None
+    if shape is None or values is None or values.size != prod(shape):
+        return _parse_strictly(text)  # slow, and raises a precise error for a malformed body
+    return values.reshape(shape)
+
+
+def _fast_shape(text: bytes) -> tuple[int, ...] | None:
+    """The shape, if the text is certainly a well-formed rectangular list; else None.
+
+    The skeleton drops whitespace and turns number characters into ``x``:
+    ``{{0., .5}, {1, 2}}`` gives ``{{xxx,xx},{x,x}}``. Without the ``x`` it
+    must equal the bare structure of the one shape its first elements
+    suggest; no number may touch a brace from outside, and as many numbers
+    must start right after a brace or comma as the shape has slots. (That
+    each slot holds exactly one number is checked by counting the numbers.)
+    """
+    skeleton = text.translate(_SKELETON, WHITESPACE)
+    if not skeleton.startswith(b"{") or b"!" in skeleton:
+        return None
+    if b"}x" in skeleton or b"x{" in skeleton:
+        return None
+    structure = skeleton.translate(None, b"x")
+    rank = len(structure) - len(structure.lstrip(b"{"))
+    leaf_end = structure.find(b"}")
+    if not 0 < rank <= MAX_RANK or leaf_end < 0:
+        return None
+    shape = [structure.count(b",", rank - 1, leaf_end) + 1]
+    inner = _structure((shape[0],))
+    for level in range(rank - 2, 0, -1):  # middle levels: count the first list's items
+        count, at, step = 1, level + 1 + len(inner), b"," + inner
+        while structure.startswith(step, at):
+            count, at = count + 1, at + len(step)
+        shape.insert(0, count)
+        inner = _structure(tuple(shape))
+    if rank > 1:
+        shape.insert(0, (len(structure) - 1) // (len(inner) + 1))
+    if structure != _structure(tuple(shape)):
+        return None
+    filled = skeleton.count(b"{x") + skeleton.count(b",x")
+    return tuple(shape) if filled == prod(shape) else None
+
+
+@lru_cache(maxsize=32)
+def _structure(shape: tuple[int, ...]) -> bytes:
+    """Braces and commas of a rectangular list of ``shape``: ``{{,},{,}}`` for (2, 2)."""
+    inner = b""
+    for size in reversed(shape):
+        inner = b"{" + b",".join([inner] * size) + b"}"
+    return inner
+
+
+def _read_numbers(text: bytes) -> np.ndarray | None:
+    """Every number in the text, in order; None where one does not read as a number."""
+    plain = PRECISION_MARK.sub(b"", text) if b"`" in text else text
+    plain = plain.translate(_BLANK_STRUCTURE)
+    if b"*" in plain:
+        plain = plain.replace(b"*^", b"e")
+    return _fromstring(plain)
+
+
+def _parse_strictly(text: bytes) -> np.ndarray:
+    """Parse with every check spelled out, so that a malformed body gets a precise error."""
     raw = np.frombuffer(text, dtype=np.uint8)
     _check_characters(text, raw)
     if raw[0] != OPEN:
         raise PayloadError(
             f"expected a list in braces {{...}}; the body starts with {_context(text, 0)!r}"
         )
-    shape = _fast_shape(raw)
-    if shape is None:
-        shape = _shape(text, raw)  # slow, and raises a precise error for a malformed body
-    values = _numbers(text, raw, prod(shape))
-    return values.reshape(shape)
-
-
-def _fast_shape(raw: np.ndarray) -> tuple[int, ...] | None:
-    """The shape, if the body's skeleton is exactly that of a rectangular array.
-
-    The skeleton keeps braces and commas and one ``x`` per number, with no
-    whitespace: ``{{x,x},{x,x}}``. Counting braces per depth gives the only
-    candidate shape; one comparison with that shape's skeleton confirms it.
-    """
-    number = ~_SEPARATOR[raw]
-    starts = number.copy()
-    starts[1:] &= ~number[:-1]
-    keep = _STRUCTURE[raw] | starts
-    skeleton = raw[keep]
-    skeleton[starts[keep]] = ord("x")
-    depth = np.cumsum((skeleton == OPEN).astype(np.int32) - (skeleton == CLOSE))
-    if depth[-1] != 0 or depth.min() < 0:
-        return None
-    opens = np.bincount(depth[skeleton == OPEN], minlength=2)[1:]
-    if opens.size > MAX_RANK:
-        return None
-    if opens.size == 0 or opens[0] != 1:
-        return None
-    leaves = int(np.count_nonzero(starts))
-    shape = tuple(int(inner) // int(outer) for outer, inner in zip(opens, [*opens[1:], leaves]))
-    if prod(shape) != leaves or not all(shape):
-        return None
-    if skeleton.tobytes() != _skeleton(shape):
-        return None
-    return shape
-
-
-@lru_cache(maxsize=32)
-def _skeleton(shape: tuple[int, ...]) -> bytes:
-    """The skeleton of a rectangular array of ``shape``: ``{{x,x},{x,x}}`` for (2, 2)."""
-    inner = b"x"
-    for size in reversed(shape):
-        inner = b"{" + b",".join([inner] * size) + b"}"
-    return inner
+    shape = _shape(text, raw)
+    return _numbers(text, raw, prod(shape)).reshape(shape)
 
 
 def _check_characters(text: bytes, raw: np.ndarray) -> None:
@@ -176,14 +202,11 @@ def _numbers(text: bytes, raw: np.ndarray, expected: int) -> np.ndarray:
     tokens = _count_tokens(raw)
     if tokens == 0 == expected:
         return np.zeros(0)
-    plain = PRECISION_MARK.sub(b"", text) if b"`" in text else text
-    plain = plain.translate(_BLANK_STRUCTURE)
-    if b"*" in plain:
-        plain = plain.replace(b"*^", b"e")
-    values = _fromstring(plain)
+    values = _read_numbers(text)
     if values is not None and values.size == expected == tokens:
         return values
-    _raise_bad_token(plain, expected)
+    plain = text.translate(_BLANK_STRUCTURE).replace(b"*^", b"e")
+    _raise_bad_token(PRECISION_MARK.sub(b"", plain), expected)
     raise PayloadError(
         f"found {tokens} numbers where the commas and braces make room for {expected}; "
         "separate numbers with commas"

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import random
+
 import numpy as np
 import pytest
 
-from mlbridge.codecs.mathematica import MathematicaCodec, format_list, parse_list
+from mlbridge.codecs.mathematica import (
+    MathematicaCodec,
+    _parse_strictly,
+    format_list,
+    parse_list,
+)
 from mlbridge.errors import PayloadError, ShapeMismatch
 
 PARSED = [
@@ -40,6 +47,9 @@ MALFORMED = [
     (b"{1.5e-7}", "unexpected character 'e'"),
     (b"{Indeterminate}", "unexpected character 'I'"),
     ("{1, 2, \u00e9}".encode(), "unexpected character"),
+    (b"{` 4}", "is not a number"),
+    (b"{8 `32}", "'`32' (number 2) is not a number"),
+    (b"{{1,2}3,{4,5}}", "found 5 numbers where the commas and braces make room for 4"),
 ]
 
 
@@ -106,3 +116,25 @@ def test_error_is_a_failure_expression() -> None:
         'Failure["MLBridge", <|"MessageTemplate" -> "expects \\"input\\" [28, 28]", '
         '"Status" -> 400, "Code" -> "ShapeMismatch"|>]'
     )
+
+
+def test_fast_path_agrees_with_the_strict_parser_on_random_bodies() -> None:
+    """Whatever the fast path accepts, the step-by-step parser accepts alike, and vice versa."""
+    rng = random.Random(0)
+    alphabet = b"{},0123456789.-+*^` \n\tex"
+
+    def outcome(parse, body: bytes):
+        try:
+            return parse(body)
+        except PayloadError:
+            return None
+
+    accepted = 0
+    for _ in range(20_000):
+        body = b"{" + bytes(rng.choice(alphabet) for _ in range(rng.randint(0, 24))) + b"}"
+        fast, strict = outcome(parse_list, body), outcome(_parse_strictly, body)
+        assert (fast is None) == (strict is None), body
+        if fast is not None:
+            accepted += 1
+            assert fast.shape == strict.shape and np.array_equal(fast, strict), body
+    assert accepted > 500  # the alphabet makes enough valid bodies to mean something
