@@ -93,24 +93,25 @@ def _fast_shape(text: bytes) -> tuple[int, ...] | None:
     if not 0 < rank <= MAX_RANK or leaf_end < 0:
         return None
     shape = [structure.count(b",", rank - 1, leaf_end) + 1]
-    inner = _structure((shape[0],))
-    for level in range(rank - 2, 0, -1):  # middle levels: count the first list's items
+    for level in range(rank - 2, -1, -1):  # outer levels: count the first list's items
+        inner = _structure(tuple(shape))
+        if level == 0:  # the whole text: its length says how many
+            shape.insert(0, (len(structure) - 1) // (len(inner) + 1))
+            break
         count, at, step = 1, level + 1 + len(inner), b"," + inner
         while structure.startswith(step, at):
             count, at = count + 1, at + len(step)
         shape.insert(0, count)
-        inner = _structure(tuple(shape))
-    if rank > 1:
-        shape.insert(0, (len(structure) - 1) // (len(inner) + 1))
-    if structure != _structure(tuple(shape)):
+    inner = _structure(tuple(shape[1:]))  # cached; the outermost level is built once here
+    if structure != b"{" + b",".join([inner] * shape[0]) + b"}":
         return None
     filled = skeleton.count(b"{x") + skeleton.count(b",x")
     return tuple(shape) if filled == prod(shape) else None
 
 
-@lru_cache(maxsize=32)
+@lru_cache(maxsize=16)
 def _structure(shape: tuple[int, ...]) -> bytes:
-    """Braces and commas of a rectangular list of ``shape``: ``{{,},{,}}`` for (2, 2)."""
+    """Braces and commas of a list of ``shape``: ``{{,},{,}}`` for (2, 2); ``b""`` for ()."""
     inner = b""
     for size in reversed(shape):
         inner = b"{" + b",".join([inner] * size) + b"}"
