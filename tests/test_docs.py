@@ -31,3 +31,19 @@ def test_readme_gives_two_setup_commands_and_ci_runs_the_test_one() -> None:
     assert blocks == ["scripts/serve", "scripts/test"]
     ci = (REPO / ".ci" / "run").read_text()
     assert re.search(r"^exec scripts/test$", ci, re.MULTILINE)
+
+
+def test_every_route_is_in_the_readme_endpoint_table() -> None:
+    from mlbridge.server.app import ROUTES
+
+    table = README.split("Endpoints")[1].split("##")[0]
+    for route in ROUTES:
+        path = route.path.replace("/v2/models/{name}/versions/{version}", "...")
+        assert route.path in table or path in table, route.path
+
+
+def test_every_cli_command_is_documented() -> None:
+    from mlbridge.cli import main
+
+    for name in main.commands:
+        assert f"mlbridge {name}" in README, name
