@@ -197,3 +197,18 @@ def test_serving_the_demo_models_never_imports_tensorflow(tmp_path: Path) -> Non
     modules = json.loads(report.read_text())
     assert "onnxruntime" in modules and "mlbridge.server.app" in modules
     assert not [m for m in modules if m.split(".")[0] in ("tensorflow", "keras", "tf_keras")]
+
+
+def test_a_stale_connection_file_is_replaced(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir(mode=0o700)
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        dead_url = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    # pid 1 is alive, but nothing answers at the URL: a crashed server's leftover
+    (home / "server.json").write_text(json.dumps({"pid": 1, "url": dead_url}))
+    server = start_server(home, str(MODELS / "linear.onnx"))
+    try:
+        assert server.info["pid"] == server.process.pid
+    finally:
+        server.stop()

@@ -15,6 +15,7 @@ import os
 import socket
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import uvicorn
 
@@ -117,12 +118,25 @@ def read_connection(path: Path) -> dict:
 
 def refuse_running_server(connection_file: Path) -> None:
     """Raise if ``connection_file`` names a live server; a stale one is replaced."""
-    pid = read_connection(connection_file).get("pid")
-    if isinstance(pid, int) and pid != os.getpid() and process_alive(pid):
+    document = read_connection(connection_file)
+    pid, url = document.get("pid"), document.get("url")
+    if isinstance(pid, int) and pid != os.getpid() and process_alive(pid) and answers(url):
         raise ConfigError(
             f"a server is already running (pid {pid}, see {connection_file}); "
             "stop it with 'mlbridge stop' or set MLBRIDGE_HOME to another folder"
         )
+
+
+def answers(url: object) -> bool:
+    """Whether something accepts connections at ``url`` (a reused pid is not a server)."""
+    parts = urlsplit(url) if isinstance(url, str) else None
+    if not parts or not parts.hostname or not parts.port:
+        return False
+    try:
+        socket.create_connection((parts.hostname, parts.port), timeout=1).close()
+    except OSError:
+        return False
+    return True
 
 
 def process_alive(pid: int) -> bool:
