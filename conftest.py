@@ -85,8 +85,9 @@ def start_server(home: Path, *args: str, env: dict[str, str] | None = None) -> R
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"mlbridge serve exited {process.returncode}:\n{log.read_text()}")
-        if connection.exists():
-            server.info = json.loads(connection.read_text())
+        info = json.loads(connection.read_text()) if connection.exists() else {}
+        if info.get("pid") == process.pid:  # not a stale file from an earlier server
+            server.info = info
             return server
         time.sleep(0.05)
     server.stop()
