@@ -1,4 +1,4 @@
-# Development tasks. `make demo-models` retrains the two bundled demo models from the local
+# Development tasks; each is a script CI also runs or a documented one-off. `make demo-models` retrains the two bundled demo models from the local
 # MNIST copy (../shared/data/mnist: images 0..7999 train, 8000..9999 held out) and exports
 # them, checked against Keras, to mlbridge/demo_models/ (served as `mnist` and `mnist-cnn`).
 
@@ -7,7 +7,24 @@ MNIST ?= ../shared/data/mnist
 DEMO_BUILD ?= build/demo-models
 DEMO_DIR = mlbridge/demo_models
 
-.PHONY: demo-models
+.PHONY: demo-models test test-fast lint bench golden
+
+test:        ## the whole suite, as CI runs it
+	scripts/test
+
+test-fast:   ## no TensorFlow, Octave, R or Mathics3 runs
+	scripts/test -m "not training and not clients"
+
+lint:
+	scripts/lint
+
+bench:       ## side-by-side benchmarks (bench/README.md)
+	$(PYTHON) bench/latency.py
+	$(PYTHON) bench/batch.py
+
+golden:      ## re-record tests/testdata replies after retraining (needs a running server)
+	$(PYTHON) tests/testdata/make_golden.py
+
 demo-models:
 	$(PYTHON) -m mlbridge train mnist-mlp --data $(MNIST) --out $(DEMO_BUILD) --seed 0
 	$(PYTHON) -m mlbridge train mnist-cnn --data $(MNIST) --out $(DEMO_BUILD) --seed 0
