@@ -18,10 +18,11 @@ import click
 
 from . import __version__
 from .errors import ConfigError, MLBridgeError
-from .settings import load_settings
+from .settings import Settings, load_settings, setting_help, settings_environment
 from .training.commands import export, train
 
 STOP_TIMEOUT_S = 15
+DETACH_TIMEOUT_S = 120
 
 
 class MLBridgeGroup(click.Group):
@@ -42,23 +43,23 @@ def main() -> None:
 
 @main.command()
 @click.argument("models", nargs=-1, type=click.Path(path_type=Path))
-@click.option("--host", help="Address to bind. Default 127.0.0.1; only loopback is allowed.")
-@click.option("--port", type=int, help="TCP port. Default 0: any free port (see server.json).")
+@click.option("--host", help=setting_help("host") + " [default: 127.0.0.1]")
+@click.option("--port", type=int, help=setting_help("port") + " [default: 0]")
 @click.option(
     "--token-file",
     type=click.Path(path_type=Path),
-    help="Where to write the secret. Default $MLBRIDGE_HOME/token.",
+    help=setting_help("token_file"),
 )
-@click.option("--threads", type=int, help="Threads per model runtime for one request.")
-@click.option("--workers", type=int, help="Requests computed at once.")
-@click.option("--strict", is_flag=True, default=None, help="Exit if any model fails to load.")
-@click.option("--access-log", is_flag=True, default=None, help="Log each request (no secrets).")
+@click.option("--threads", type=int, help=setting_help("threads"))
+@click.option("--workers", type=int, help=setting_help("workers"))
+@click.option("--strict", is_flag=True, default=None, help=setting_help("strict"))
+@click.option("--access-log", is_flag=True, default=None, help=setting_help("access_log"))
 @click.option("--detach", is_flag=True, help="Run in the background; return once it is ready.")
 def serve(models: tuple[Path, ...], detach: bool, **flags) -> None:
     """Serve MODELS (files or model folders); the demo models when none are given."""
     settings = load_settings(**flags)
     if detach:
-        _serve_detached(settings)
+        _serve_detached(settings, models)
         return
     logging.basicConfig(level=logging.INFO, format="mlbridge: %(message)s")
     from .registry import load_registry
@@ -70,31 +71,33 @@ def serve(models: tuple[Path, ...], detach: bool, **flags) -> None:
     run_server(registry, settings)
 
 
-def _serve_detached(settings) -> None:
+def _serve_detached(settings: Settings, models: tuple[Path, ...]) -> None:
+    """Start `mlbridge serve` in its own session with the same settings; wait until ready."""
     import subprocess
 
     from .server.run import read_connection
 
-    argv = [a for a in sys.argv[1:] if a != "--detach"]
     settings.home.mkdir(mode=0o700, parents=True, exist_ok=True)
     log_path = settings.home / "server.log"
     with open(log_path, "ab") as log:
         child = subprocess.Popen(
-            [sys.executable, "-m", "mlbridge", *argv],
+            [sys.executable, "-m", "mlbridge", "serve", *map(str, models)],
+            env={**os.environ, **settings_environment(settings)},
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + DETACH_TIMEOUT_S
     while time.monotonic() < deadline:
-        if read_connection(settings.connection_file).get("pid") == child.pid:
-            click.echo(read_connection(settings.connection_file)["url"])
+        connection = read_connection(settings.connection_file)
+        if connection.get("pid") == child.pid:
+            click.echo(connection["url"])
             return
         if child.poll() is not None:
             raise ConfigError(f"the server exited (status {child.returncode}); see {log_path}")
         time.sleep(0.05)
-    raise ConfigError(f"the server did not start within 120 s; see {log_path}")
+    raise ConfigError(f"the server did not start within {DETACH_TIMEOUT_S} s; see {log_path}")
 
 
 @main.command()

@@ -43,6 +43,16 @@ SETTINGS: tuple[Setting, ...] = (
 _BY_NAME = {setting.name: setting for setting in SETTINGS}
 
 
+def setting_help(name: str) -> str:
+    """The help text of a setting, for CLI flags that set it."""
+    return _BY_NAME[name].help
+
+
+def settings_environment(settings: Settings) -> dict[str, str]:
+    """The ``MLBRIDGE_*`` variables that make a child process resolve the same settings."""
+    return {s.env_var: str(getattr(settings, s.name)) for s in SETTINGS}
+
+
 @dataclass(frozen=True)
 class Settings:
     """Resolved values of every setting."""

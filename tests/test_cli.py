@@ -212,3 +212,17 @@ def test_a_stale_connection_file_is_replaced(tmp_path: Path) -> None:
         assert server.info["pid"] == server.process.pid
     finally:
         server.stop()
+
+
+def test_detach_passes_every_setting_to_the_server(tmp_path: Path) -> None:
+    token_file = tmp_path / "secret" / "token"
+    env = {**os.environ, "MLBRIDGE_HOME": str(tmp_path / "home")}
+    done = mlbridge(
+        "serve", "--detach", "--token-file", str(token_file), str(MODELS / "linear.onnx"), env=env
+    )
+    assert done.returncode == 0, done.stderr
+    try:
+        info = json.loads((tmp_path / "home" / "server.json").read_text())
+        assert info["token_file"] == str(token_file) and info["models"] == ["linear"]
+    finally:
+        assert mlbridge("stop", env=env).returncode == 0
