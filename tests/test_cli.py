@@ -226,3 +226,38 @@ def test_detach_passes_every_setting_to_the_server(tmp_path: Path) -> None:
         assert info["token_file"] == str(token_file) and info["models"] == ["linear"]
     finally:
         assert mlbridge("stop", env=env).returncode == 0
+
+
+def test_model_folder_with_config_and_detach(tmp_path: Path, mnist) -> None:
+    repository = tmp_path / "models" / "digits"
+    repository.mkdir(parents=True)
+    (repository / "model.onnx").write_bytes((MODELS / "linear.onnx").read_bytes())
+    labels = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+    (repository / "config.json").write_text(
+        json.dumps({"labels": labels, "description": "a linear toy"})
+    )
+    env = {**os.environ, "MLBRIDGE_HOME": str(tmp_path / "home")}
+    detached = mlbridge("serve", "--detach", str(tmp_path / "models"), env=env)
+    assert detached.returncode == 0, detached.stderr
+    assert detached.stdout.startswith("http://127.0.0.1:")
+    try:
+        from mlbridge.client import Client
+
+        with Client(home=tmp_path / "home") as client:
+            meta = client.metadata("digits")
+            assert meta["parameters"] == {"labels": labels, "description": "a linear toy"}
+            assert client.predict("digits", mnist[0][:2]).shape == (2, 10)
+    finally:
+        assert mlbridge("stop", env=env).returncode == 0
+    assert not (tmp_path / "home" / "server.json").exists()
+
+
+def test_keras_model_without_the_training_extra_names_the_extra(tmp_path: Path) -> None:
+    blocker = tmp_path / "blocked"
+    (blocker / "keras").mkdir(parents=True)
+    (blocker / "keras" / "__init__.py").write_text("raise ImportError('keras is blocked')\n")
+    (tmp_path / "m.keras").write_bytes(b"not read")
+    env = {**os.environ, "MLBRIDGE_HOME": str(tmp_path / "home"), "PYTHONPATH": str(blocker)}
+    done = mlbridge("serve", "--strict", str(tmp_path / "m.keras"), env=env)
+    assert done.returncode == 1
+    assert "pip install 'mlbridge[training]'" in done.stderr
