@@ -11,11 +11,13 @@ clients can branch on. The tree::
     │   └── InputNameMismatch 400 the inputs are not the ones the model declares
     ├── Unauthorized      401     the secret is missing or wrong
     ├── ModelNotFound     404     no model of that name is served
+    ├── RouteNotFound     404     no endpoint at that path
+    ├── MethodNotAllowed  405     the endpoint exists but not for that method
     ├── PayloadTooLarge   413     the body exceeds the configured limit
-    ├── UnsupportedMediaType 415  no codec for the body's content type
     ├── ModelLoadError    500     a model file could not be loaded (start-up only)
     ├── InferenceFailed   500     the runtime failed on valid input
     └── ConfigError       --      bad settings or files at start-up (CLI only)
+        └── MissingDependency --  an optional extra is needed but not installed
 """
 
 from __future__ import annotations
@@ -77,18 +79,25 @@ class ModelNotFound(MLBridgeError):
     code = "ModelNotFound"
 
 
+class RouteNotFound(MLBridgeError):
+    """Raised when no endpoint matches the request's path."""
+
+    status = 404
+    code = "RouteNotFound"
+
+
+class MethodNotAllowed(MLBridgeError):
+    """Raised when the path exists but not for the request's method."""
+
+    status = 405
+    code = "MethodNotAllowed"
+
+
 class PayloadTooLarge(MLBridgeError):
     """Raised when a body is larger than the configured limit."""
 
     status = 413
     code = "PayloadTooLarge"
-
-
-class UnsupportedMediaType(MLBridgeError):
-    """Raised when no codec reads the body's content type."""
-
-    status = 415
-    code = "UnsupportedMediaType"
 
 
 class ModelLoadError(MLBridgeError):

@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from ..codecs import CasCodec, codec_for_body, codec_for_reply
-from ..errors import BadRequest, InferenceFailed, MLBridgeError, ModelNotFound
+from ..errors import InferenceFailed, MethodNotAllowed, MLBridgeError, RouteNotFound
 
 log = logging.getLogger("mlbridge")
 V2_PREFIX = "/v2"
@@ -48,10 +48,9 @@ async def handle_http_error(request: Request, error: Exception) -> Response:
     """Starlette's own 404/405 for unknown routes, in our format."""
     assert isinstance(error, HTTPException)
     if error.status_code == 404:
-        wrapped: MLBridgeError = ModelNotFound(f"no route {request.url.path}; see GET /v2")
+        wrapped: MLBridgeError = RouteNotFound(f"no route {request.url.path}; see GET /v2")
     else:
-        wrapped = BadRequest(f"{request.method} is not allowed on {request.url.path}")
-    wrapped.status = error.status_code
+        wrapped = MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}")
     return error_reply(request.url.path, dict(request.headers), wrapped)
 
 
