@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import json
 import os
 import socket
 import subprocess
@@ -28,6 +27,7 @@ REPO = HERE.parent
 sys.path.insert(0, str(REPO))
 
 from conftest import MNIST_DIR, start_server  # noqa: E402
+from mlbridge.client import binary_request  # noqa: E402
 from mlbridge.codecs.mathematica import format_list, parse_list  # noqa: E402
 from mlbridge.registry import DEMO_MODELS  # noqa: E402
 from mlbridge.training.data import load_mnist_idx  # noqa: E402
@@ -99,21 +99,9 @@ def main() -> None:
 
 
 def v2_binary(images: np.ndarray, count: int, server) -> tuple[list[bytes], dict, bool]:
-    header = json.dumps(
-        {
-            "inputs": [
-                {
-                    "name": "input",
-                    "shape": [1, 28, 28],
-                    "datatype": "FP32",
-                    "parameters": {"binary_data_size": 3136},
-                }
-            ],
-            "parameters": {"binary_data_output": True},
-        }
-    ).encode()
-    bodies = [header + images[i % 2000].tobytes() for i in range(count)]
-    return bodies, {**server.auth, "Inference-Header-Content-Length": str(len(header))}, False
+    requests = [binary_request({"input": images[i % 2000][np.newaxis]}) for i in range(count)]
+    length = {"Inference-Header-Content-Length": str(len(requests[0][0]))}
+    return [header + tail for header, tail in requests], {**server.auth, **length}, False
 
 
 def report(rows: dict[str, tuple[np.ndarray, list[bytes]]]) -> None:

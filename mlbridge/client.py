@@ -88,7 +88,7 @@ class Client:
         return result[0] if single else result
 
     def _infer(self, model: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        header, tail = _binary_request(self._typed(model, inputs))
+        header, tail = binary_request(self._typed(model, inputs))
         _, headers, body = self._request(
             "POST",
             f"/v2/models/{model}/infer",
@@ -174,7 +174,12 @@ def _discover(home: Path | str | None) -> tuple[str, Path]:
     return document["url"], Path(document["token_file"])
 
 
-def _binary_request(inputs: dict[str, np.ndarray]) -> tuple[bytes, bytes]:
+def binary_request(inputs: dict[str, np.ndarray]) -> tuple[bytes, bytes]:
+    """A V2 binary-extension infer request: its JSON header and the raw tensors after it.
+
+    Send ``header + tail`` with ``Inference-Header-Content-Length: len(header)``; the
+    reply's outputs come back as binary too.
+    """
     entries, chunks = [], []
     for name, array in inputs.items():
         raw = np.ascontiguousarray(array, array.dtype.newbyteorder("<")).tobytes()

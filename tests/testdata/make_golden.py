@@ -9,12 +9,16 @@ model ``mnist``; see README.md beside this file for each file's headers.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import httpx
 import numpy as np
 
-from mlbridge.client import Client
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from conftest import v2_json
+from mlbridge.client import Client, binary_request
 from mlbridge.codecs.mathematica import format_list
 from mlbridge.codecs.wxf import loads as wxf_loads
 from mlbridge.training.data import load_mnist_idx
@@ -30,38 +34,19 @@ def image() -> np.ndarray:
 
 def requests(picture: np.ndarray) -> dict[str, tuple[bytes, dict[str, str]]]:
     """Request body and headers of each format, by file stem."""
-    v2_json = {
-        "inputs": [
-            {
-                "name": "input",
-                "shape": [1, 28, 28],
-                "datatype": "FP32",
-                "data": picture.ravel().tolist(),
-            }
-        ]
-    }
-    v2_header = json.dumps(
-        {
-            "inputs": [
-                {
-                    "name": "input",
-                    "shape": [1, 28, 28],
-                    "datatype": "FP32",
-                    "parameters": {"binary_data_size": picture.nbytes},
-                }
-            ],
-            "parameters": {"binary_data_output": True},
-        }
-    ).encode()
+    v2_header, v2_tensors = binary_request({"input": picture[np.newaxis]})
     return {
         "text": (format_list(picture).encode(), {"Content-Type": "text/x-mathematica"}),
         "wxf": (
             (HERE / "mnist-8000.request.wxf").read_bytes(),
             {"Content-Type": "application/vnd.wolfram.wxf"},
         ),
-        "v2.json": (json.dumps(v2_json).encode(), {"Content-Type": "application/json"}),
+        "v2.json": (
+            json.dumps(v2_json(picture[np.newaxis])).encode(),
+            {"Content-Type": "application/json"},
+        ),
         "v2bin": (
-            v2_header + picture.astype("<f4").tobytes(),
+            v2_header + v2_tensors,
             {"Inference-Header-Content-Length": str(len(v2_header))},
         ),
     }
