@@ -46,8 +46,11 @@ def _from_npz(path: Path, key: str | None) -> np.ndarray:
 
 
 def _from_json(text: str, where: str) -> np.ndarray:
+    """Numbers as JSON gives them; the client casts them to the model's datatype."""
     try:
-        array = np.asarray(json.loads(text), dtype=np.float32)
-    except (ValueError, TypeError) as error:
+        array = np.asarray(json.loads(text))
+    except ValueError as error:
         raise ConfigError(f"{where}: expected a JSON array of numbers ({error})") from None
+    if array.dtype.kind not in "biuf":
+        raise ConfigError(f"{where}: expected a rectangular JSON array of numbers")
     return array

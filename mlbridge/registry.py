@@ -50,9 +50,8 @@ class LoadFailure:
 class ModelRegistry:
     """Name -> loaded model; read-only once the server runs."""
 
-    def __init__(self, models: dict[str, ServedModel], failures: list[LoadFailure]) -> None:
+    def __init__(self, models: dict[str, ServedModel]) -> None:
         self.models = models
-        self.failures = failures
 
     def get(self, name: str) -> ServedModel:
         """Return the model called ``name`` or raise ModelNotFound listing the known ones."""
@@ -90,7 +89,7 @@ def load_registry(paths: list[Path], threads: int = 1, strict: bool = False) -> 
     if failures and strict:
         first = failures[0]
         raise ConfigError(f"could not load {first.path}: {first.reason} (--strict)")
-    return ModelRegistry(models, failures)
+    return ModelRegistry(models)
 
 
 def discover(paths: list[Path]) -> list[tuple[str, Path]]:
