@@ -40,10 +40,15 @@ class InferenceService:
         self.limiter = CapacityLimiter(workers)
 
     async def infer(self, model_name: str, request: InferenceRequest) -> InferenceResponse:
-        """Validate ``request`` for the model and run it (in a worker thread unless small)."""
+        """Validate ``request`` for the model and run it."""
         model = self.registry.get(model_name)
         validate_inputs(model, request.inputs)
-        if sum(array.size for array in request.inputs.values()) <= model.runtime.inline_max_values:
+        return await self._run(model, request)
+
+    async def _run(self, model: ServedModel, request: InferenceRequest) -> InferenceResponse:
+        """Run validated inputs, in a worker thread unless they are small."""
+        size = sum(array.size for array in request.inputs.values())
+        if size <= model.runtime.inline_max_values:
             outputs = _predict(model, request.inputs)  # a thread hop would cost more
         else:
             outputs = await to_thread.run_sync(
@@ -72,7 +77,7 @@ class InferenceService:
                 f"got shape {list(array.shape)}"
             )
         request = InferenceRequest({spec.name: cast_to(model.name, spec, batch)})
-        response = await self.infer(model_name, request)
+        response = await self._run(model, request)
         result = next(iter(response.outputs.values()))
         return result[0] if single else result
 
