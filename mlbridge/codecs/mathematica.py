@@ -245,13 +245,8 @@ def _raise_bad_token(plain: bytes, expected: int) -> None:
 def format_list(array: np.ndarray) -> str:
     """Write an array as nested ``{...}`` lists that ToExpression reads back exactly."""
     array = np.asarray(array)
-    if array.ndim == 0:
-        return format_number(array.item(), array.dtype)
-    if array.dtype.kind == "f":
-        words = [_real(x, array.dtype) for x in array.ravel().tolist()]
-    else:
-        words = [str(int(x)) for x in array.ravel().tolist()]
-    return _nest(words, array.shape)
+    words = [format_number(x, array.dtype) for x in array.ravel().tolist()]
+    return words[0] if array.ndim == 0 else _nest(words, array.shape)
 
 
 def format_number(value: object, dtype: np.dtype) -> str:
