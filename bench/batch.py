@@ -24,7 +24,7 @@ from wolframclient.serializers import export
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from conftest import MNIST_DIR, start_server, v2_json
-from mlbridge.client import binary_request
+from mlbridge.codecs import v2
 from mlbridge.codecs.mathematica import format_list
 from mlbridge.training.data import load_mnist_idx
 
@@ -41,16 +41,12 @@ def best_of(action) -> float:
 
 
 def bodies(images: np.ndarray) -> dict[str, tuple[str, bytes, dict[str, str]]]:
-    header, tail = binary_request({"input": images})
+    binary_body, binary_headers = v2.encode_request({"input": images})
     return {
         "CAS Mathematica text": ("/mnist", format_list(images).encode(), {}),
         "CAS WXF (wolframclient)": ("/mnist", export(images, target_format="wxf"), {}),
         "V2 JSON": ("/v2/models/mnist/infer", json.dumps(v2_json(images)).encode(), {}),
-        "V2 binary": (
-            "/v2/models/mnist/infer",
-            header + tail,
-            {"Inference-Header-Content-Length": str(len(header))},
-        ),
+        "V2 binary": ("/v2/models/mnist/infer", binary_body, binary_headers),
     }
 
 

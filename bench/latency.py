@@ -27,7 +27,7 @@ REPO = HERE.parent
 sys.path.insert(0, str(REPO))
 
 from conftest import MNIST_DIR, start_server  # noqa: E402
-from mlbridge.client import binary_request  # noqa: E402
+from mlbridge.codecs import v2  # noqa: E402
 from mlbridge.codecs.mathematica import format_list, parse_list  # noqa: E402
 from mlbridge.registry import DEMO_MODELS  # noqa: E402
 from mlbridge.training.data import load_mnist_idx  # noqa: E402
@@ -99,9 +99,8 @@ def main() -> None:
 
 
 def v2_binary(images: np.ndarray, count: int, server) -> tuple[list[bytes], dict, bool]:
-    requests = [binary_request({"input": images[i % 2000][np.newaxis]}) for i in range(count)]
-    length = {"Inference-Header-Content-Length": str(len(requests[0][0]))}
-    return [header + tail for header, tail in requests], {**server.auth, **length}, False
+    requests = [v2.encode_request({"input": images[i % 2000][np.newaxis]}) for i in range(count)]
+    return [body for body, _ in requests], {**server.auth, **requests[0][1]}, False
 
 
 def report(rows: dict[str, tuple[np.ndarray, list[bytes]]]) -> None:

@@ -1,18 +1,21 @@
-"""Python client: finds the running server and predicts with numpy arrays.
+"""Python client: finds the running server; predicts and differentiates with numpy arrays.
 
 >>> from mlbridge.client import Client
 >>> Client().predict("mnist", images)        # images: float32 [N, 28, 28]
+>>> Client().gradient("box_volume", [2.0, 4.0, 8.0])
+array([32., 16.,  8.])
 
-``Client()`` reads ``$MLBRIDGE_HOME/server.json`` (default ``~/.mlbridge``)
-and the token file it names. Requests use the V2 binary tensor extension,
-so big arrays travel as raw bytes, not JSON text.
+``Client()`` finds the server through its connection file (see
+:mod:`mlbridge.connection`). Requests use the V2 binary tensor extension,
+so big arrays travel as raw bytes, not JSON text; gradients go to the
+model's gradient companion, an ordinary V2 model.
 """
 
 from __future__ import annotations
 
 import http.client
 import json
-import os
+from math import prod
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -20,10 +23,12 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from .auth import read_secret
-from .errors import ConfigError, MLBridgeError
-from .protocol import numpy_dtype, v2_datatype
+from .codecs import v2
+from .connection import read_connection
+from .errors import ConfigError, GradientUnavailable, MLBridgeError
+from .protocol import numpy_dtype
+from .settings import load_settings
 
-DEFAULT_HOME = "~/.mlbridge"
 TIMEOUT_S = 300
 
 
@@ -46,22 +51,25 @@ class Client:
         home: Path | str | None = None,
     ) -> None:
         if url is None:
-            url, token_file = _discover(home)
+            connection = read_connection(Path(home) if home else load_settings().home)
+            url, token_file = connection.url, connection.token_file
         self.url = url.rstrip("/")
         self._token = (
             token if token is not None else (read_secret(Path(token_file)) if token_file else None)
         )
         parts = urlsplit(self.url)
         self._connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=TIMEOUT_S)
-        self._inputs: dict[str, list[dict[str, Any]]] = {}
+        self._metadata: dict[str, dict[str, Any]] = {}
 
     def models(self) -> list[str]:
         """Names of the served models."""
         return [model["name"] for model in self._json("GET", "/v2/models")["models"]]
 
     def metadata(self, model: str) -> dict[str, Any]:
-        """The V2 metadata of ``model``: inputs, outputs, labels."""
-        return self._json("GET", f"/v2/models/{model}")
+        """The V2 metadata of ``model``: inputs, outputs, labels, gradient (cached)."""
+        if model not in self._metadata:
+            self._metadata[model] = self._json("GET", f"/v2/models/{model}")
+        return self._metadata[model]
 
     def server_metadata(self) -> dict[str, Any]:
         return self._json("GET", "/v2")
@@ -87,18 +95,50 @@ class Client:
         result = next(iter(self._infer(model, {spec["name"]: batch}).values()))
         return result[0] if single else result
 
+    def gradient(
+        self, model: str, x: np.ndarray, cotangent: np.ndarray | None = None
+    ) -> np.ndarray:
+        """The vector-Jacobian product dx = J(x)ᵀ·dy of a single-input ``model``.
+
+        Without ``cotangent`` dy is all ones: the gradient of the sum of the
+        outputs (Wolfram's NetPortGradient). ``x`` may be one example or a batch.
+        """
+        companion = self.gradient_companion(model)
+        spec = self._sole_input(model)
+        output = self.metadata(model)["outputs"][0]["name"]
+        single = np.ndim(x) == len(spec["shape"]) - 1
+        inputs = {spec["name"]: np.asarray(x)[np.newaxis] if single else x}
+        if cotangent is not None:
+            dy = np.asarray(cotangent)
+            inputs[f"{output}_cotangent"] = dy[np.newaxis] if single else dy
+        result = self._infer(companion, inputs)[f"{spec['name']}_grad"]
+        return result[0] if single else result
+
+    def jacobian(self, model: str, x: np.ndarray) -> np.ndarray:
+        """The Jacobian of ``model`` at one example: shape output shape + input shape.
+
+        One batched call to the gradient companion, one cotangent per output element.
+        """
+        value = np.asarray(self.predict(model, x))
+        size = prod(value.shape)
+        cotangents = np.eye(size).reshape(size, *value.shape)
+        batch = np.repeat(np.asarray(x)[np.newaxis], size, axis=0)
+        rows = self.gradient(model, batch, cotangents)
+        return rows.reshape(*value.shape, *np.shape(x))
+
+    def gradient_companion(self, model: str) -> str:
+        """The name of the V2 model that serves ``model``'s VJP; raises saying why if none."""
+        parameters = self.metadata(model).get("parameters", {})
+        if "gradient" not in parameters:
+            reason = parameters.get("gradient_unavailable", "the server names no gradient")
+            raise GradientUnavailable(f"model {model!r} serves no gradient: {reason}")
+        return str(parameters["gradient"])
+
     def _infer(self, model: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        header, tail = binary_request(self._typed(model, inputs))
-        _, headers, body = self._request(
-            "POST",
-            f"/v2/models/{model}/infer",
-            header + tail,
-            {
-                "Content-Type": "application/octet-stream",
-                "Inference-Header-Content-Length": str(len(header)),
-            },
-        )
-        return _binary_response(body, headers.get("inference-header-content-length"))
+        body, headers = v2.encode_request(self._typed(model, inputs))
+        _, reply_headers, reply = self._request("POST", f"/v2/models/{model}/infer", body, headers)
+        length = reply_headers.get(v2.HEADER_LENGTH)
+        return v2.decode_response(reply, length).outputs
 
     def close(self) -> None:
         self._connection.close()
@@ -118,9 +158,7 @@ class Client:
         }
 
     def _input_specs(self, model: str) -> list[dict[str, Any]]:
-        if model not in self._inputs:
-            self._inputs[model] = self.metadata(model)["inputs"]
-        return self._inputs[model]
+        return self.metadata(model)["inputs"]
 
     def _sole_input(self, model: str) -> dict[str, Any]:
         inputs = self._input_specs(model)
@@ -157,59 +195,6 @@ class Client:
         if response.status >= 400:
             raise ServerError(response.status, _error_message(data, response.status))
         return response.status, reply_headers, data
-
-
-def _discover(home: Path | str | None) -> tuple[str, Path]:
-    folder = Path(home or os.environ.get("MLBRIDGE_HOME") or DEFAULT_HOME).expanduser()
-    connection = folder / "server.json"
-    try:
-        document = json.loads(connection.read_text())
-    except FileNotFoundError:
-        raise ConfigError(
-            f"no mlbridge server found ({connection} does not exist); start one with "
-            "'mlbridge serve'"
-        ) from None
-    except (OSError, ValueError) as error:
-        raise ConfigError(f"cannot read {connection}: {error}") from None
-    return document["url"], Path(document["token_file"])
-
-
-def binary_request(inputs: dict[str, np.ndarray]) -> tuple[bytes, bytes]:
-    """A V2 binary-extension infer request: its JSON header and the raw tensors after it.
-
-    Send ``header + tail`` with ``Inference-Header-Content-Length: len(header)``; the
-    reply's outputs come back as binary too.
-    """
-    entries, chunks = [], []
-    for name, array in inputs.items():
-        raw = np.ascontiguousarray(array, array.dtype.newbyteorder("<")).tobytes()
-        entries.append(
-            {
-                "name": name,
-                "shape": list(array.shape),
-                "datatype": v2_datatype(array.dtype),
-                "parameters": {"binary_data_size": len(raw)},
-            }
-        )
-        chunks.append(raw)
-    document = {"inputs": entries, "parameters": {"binary_data_output": True}}
-    return json.dumps(document).encode(), b"".join(chunks)
-
-
-def _binary_response(body: bytes, header_length: str | None) -> dict[str, np.ndarray]:
-    length = int(header_length) if header_length else len(body)
-    document = json.loads(body[:length])
-    offset, outputs = length, {}
-    for entry in document["outputs"]:
-        dtype = numpy_dtype(entry["datatype"])
-        size = (entry.get("parameters") or {}).get("binary_data_size")
-        if size is None:
-            outputs[entry["name"]] = np.asarray(entry["data"], dtype).reshape(entry["shape"])
-            continue
-        array = np.frombuffer(body, dtype.newbyteorder("<"), size // dtype.itemsize, offset)
-        outputs[entry["name"]] = array.astype(dtype).reshape(entry["shape"])
-        offset += size
-    return outputs
 
 
 def _error_message(body: bytes, status: int) -> str:

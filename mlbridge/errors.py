@@ -14,10 +14,12 @@ clients can branch on. The tree::
     ├── RouteNotFound     404     no endpoint at that path
     ├── MethodNotAllowed  405     the endpoint exists but not for that method
     ├── PayloadTooLarge   413     the body exceeds the configured limit
+    ├── GradientUnavailable 422   the model serves no gradient (the message says why)
     ├── ModelLoadError    500     a model file could not be loaded (start-up only)
     ├── InferenceFailed   500     the runtime failed on valid input
-    └── ConfigError       --      bad settings or files at start-up (CLI only)
-        └── MissingDependency --  an optional extra is needed but not installed
+    └── ConfigError       --      bad settings, arguments or files (CLI: one line)
+        ├── MissingDependency --  an optional extra is needed but not installed
+        └── DataNotFound  --      a data set file or folder is missing
 """
 
 from __future__ import annotations
@@ -100,6 +102,13 @@ class PayloadTooLarge(MLBridgeError):
     code = "PayloadTooLarge"
 
 
+class GradientUnavailable(MLBridgeError):
+    """Raised when a model's gradient is asked for but cannot be served; says why."""
+
+    status = 422
+    code = "GradientUnavailable"
+
+
 class ModelLoadError(MLBridgeError):
     """Raised at start-up when a model file cannot be loaded."""
 
@@ -124,6 +133,11 @@ class MissingDependency(ConfigError):
     code = "MissingDependency"
 
     def __init__(self, package: str, extra: str, purpose: str) -> None:
-        super().__init__(
-            f"{purpose} needs the '{package}' package: pip install 'mlbridge[{extra}]'"
-        )
+        target = f"mlbridge[{extra}]" if extra else "mlbridge"  # "" = a core dependency
+        super().__init__(f"{purpose} needs the '{package}' package: pip install '{target}'")
+
+
+class DataNotFound(ConfigError):
+    """Raised when a data set's file or folder is missing."""
+
+    code = "DataNotFound"

@@ -1,10 +1,17 @@
 """Validate a request against the model's signature, run it, build the response.
 
 This layer knows nothing of HTTP or wire formats: codecs turn bodies into
-:class:`InferenceRequest` objects and responses back into bodies.
+:class:`InferenceRequest` objects and responses back into bodies. It also
+owns the one policy for "run inline or in a worker thread" (:class:`Executor`)
+and the gradient calls (vector-Jacobian products and Jacobians) that the CAS
+routes make on a model's gradient companion.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from math import prod
+from typing import TypeVar
 
 import numpy as np
 from anyio import CapacityLimiter, to_thread
@@ -15,6 +22,7 @@ from .errors import (
     InferenceFailed,
     InputNameMismatch,
     MLBridgeError,
+    ModelNotFound,
     ShapeMismatch,
 )
 from .protocol import (
@@ -24,41 +32,83 @@ from .protocol import (
     TensorSpec,
     numpy_dtype,
 )
-from .registry import ModelRegistry, ServedModel
+from .registry import ModelRegistry, ServedModel, cotangent_name, gradient_name
+
+T = TypeVar("T")
+INLINE_MAX_VALUES = 4096  # five 28x28 images: tens of microseconds for the demo models
+BODY_BYTES_PER_VALUE = 16  # a number as text or JSON, with its separator
+
+
+class Executor:
+    """The one policy for where work runs: inline when small, else in a worker thread.
+
+    Handing work to a thread and back costs ~120 us here, more than a small
+    model or a small body takes (see bench/latency.py); a big body or batch
+    must not hold up other requests on the event loop.
+    """
+
+    def __init__(self, workers: int = 4) -> None:
+        self.model_limiter = CapacityLimiter(workers)  # model runs at once
+
+    async def run_model(self, model: ServedModel, values: int, call: Callable[[], T]) -> T:
+        """Run a model call: inline if the input is small and the runtime never blocks."""
+        if model.runtime.inline_safe and values <= INLINE_MAX_VALUES:
+            return call()
+        return await to_thread.run_sync(call, limiter=self.model_limiter)
+
+    async def convert(self, values: int, function: Callable[..., T], *args: object) -> T:
+        """Run a codec (decode or encode) of ``values`` numbers: inline if small."""
+        if values <= INLINE_MAX_VALUES:
+            return function(*args)
+        return await to_thread.run_sync(function, *args)
+
+    @staticmethod
+    def values_in_body(size: int) -> int:
+        """How many numbers a body of ``size`` bytes may hold, for :meth:`convert`."""
+        return size // BODY_BYTES_PER_VALUE
 
 
 class InferenceService:
-    """Runs validated requests on a bounded pool of worker threads.
-
-    Small inputs run on the event loop instead when the runtime allows it:
-    handing work to a thread and back costs ~120 us here, more than a small
-    model takes (see bench/latency.py).
-    """
+    """Runs validated requests, and gradients, through the :class:`Executor`."""
 
     def __init__(self, registry: ModelRegistry, workers: int = 4) -> None:
         self.registry = registry
-        self.limiter = CapacityLimiter(workers)
+        self.executor = Executor(workers)
 
-    async def infer(self, model_name: str, request: InferenceRequest) -> InferenceResponse:
+    def model(self, name: str, version: str | None = None) -> ServedModel:
+        """The served model ``name``; a version other than the served one is ModelNotFound."""
+        model = self.registry.get(name)
+        if version is not None and version != model.version:
+            raise ModelNotFound(
+                f"model {name!r} has version {model.version} only; got version {version!r}"
+            )
+        return model
+
+    async def infer(
+        self, model_name: str, request: InferenceRequest, version: str | None = None
+    ) -> InferenceResponse:
         """Validate ``request`` for the model and run it."""
-        model = self.registry.get(model_name)
+        model = self.model(model_name, version)
+        if model.gradient_of is not None:
+            await self._default_cotangents(model, request.inputs)
         validate_inputs(model, request.inputs)
         return await self._run(model, request)
 
     async def _run(self, model: ServedModel, request: InferenceRequest) -> InferenceResponse:
         """Run validated inputs, in a worker thread unless they are small."""
-        size = sum(array.size for array in request.inputs.values())
-        if size <= model.runtime.inline_max_values:
-            outputs = _predict(model, request.inputs)  # a thread hop would cost more
-        else:
-            outputs = await to_thread.run_sync(
-                _predict, model, request.inputs, limiter=self.limiter
-            )
+        outputs = await self._outputs(model, request.inputs)
         return InferenceResponse(
             model_name=model.name,
             outputs=select_outputs(model, outputs, request.outputs),
             id=request.id,
+            model_version=model.version,
         )
+
+    async def _outputs(
+        self, model: ServedModel, inputs: dict[str, np.ndarray]
+    ) -> dict[str, np.ndarray]:
+        values = sum(array.size for array in inputs.values())
+        return await self.executor.run_model(model, values, lambda: _predict(model, inputs))
 
     async def infer_tensor(self, model_name: str, array: np.ndarray) -> np.ndarray:
         """The CAS endpoint's call: one untyped tensor in, the first output out.
@@ -68,18 +118,98 @@ class InferenceService:
         """
         model = self.registry.get(model_name)
         spec = sole_input(model)
-        single = array.ndim == len(spec.shape) - 1
-        batch = array[np.newaxis] if single else array
-        if not spec.accepts_shape(batch.shape):
-            raise ShapeMismatch(
-                f"model {model.name!r} expects input {spec.describe()}: shape "
-                f"{list(spec.shape[1:])} for one example or {list(spec.shape)} for a batch; "
-                f"got shape {list(array.shape)}"
-            )
-        request = InferenceRequest({spec.name: cast_to(model.name, spec, batch)})
-        response = await self._run(model, request)
-        result = next(iter(response.outputs.values()))
+        single, batch = as_batch(model, spec, array)
+        outputs = await self._outputs(model, {spec.name: batch})
+        result = outputs[model.signature.outputs[0].name]
         return result[0] if single else result
+
+    async def gradient(
+        self, model_name: str, x: np.ndarray, cotangent: np.ndarray | None = None
+    ) -> np.ndarray:
+        """dx = J(x)ᵀ·dy for a single-input model; dy defaults to ones (d sum(y)/dx).
+
+        ``x`` is one example or a batch, as for :meth:`infer_tensor`; ``cotangent``
+        then has the shape of one output or of the batch's outputs.
+        """
+        model = self.registry.get(model_name)
+        spec = sole_input(model)
+        single, batch = as_batch(model, spec, x)
+        companion = self.registry.get(model.companion_name())
+        inputs = {spec.name: batch}
+        if cotangent is not None:
+            out = model.signature.outputs[0]
+            dy = cotangent[np.newaxis] if single else cotangent
+            check_cotangent(model, out, len(batch), dy)
+            inputs[cotangent_name(out.name)] = cast_to(companion.name, _spec_of(companion, out), dy)
+        await self._default_cotangents(companion, inputs)
+        validate_inputs(companion, inputs)
+        outputs = await self._outputs(companion, inputs)
+        result = outputs[gradient_name(spec.name)]
+        return result[0] if single else result
+
+    async def jacobian(self, model_name: str, x: np.ndarray) -> np.ndarray:
+        """The Jacobian at one example, shape (output shape + input shape), in one VJP call."""
+        model = self.registry.get(model_name)
+        spec = sole_input(model)
+        single, batch = as_batch(model, spec, x)
+        if not single:
+            raise ShapeMismatch(
+                f"the Jacobian route takes one example of model {model.name!r}: shape "
+                f"{list(spec.shape[1:])}; got shape {list(x.shape)}"
+            )
+        value = (await self._outputs(model, {spec.name: batch}))[model.signature.outputs[0].name]
+        out_shape = value.shape[1:]
+        size = prod(out_shape)
+        cotangents = np.eye(size, dtype=value.dtype).reshape(size, *out_shape)
+        rows = await self.gradient(model.name, np.repeat(batch, size, axis=0), cotangents)
+        return rows.reshape(*out_shape, *batch.shape[1:])
+
+    async def _default_cotangents(
+        self, companion: ServedModel, inputs: dict[str, np.ndarray]
+    ) -> None:
+        """Fill each missing cotangent with ones shaped like the model's output."""
+        model = self.registry.get(companion.gradient_of or "")
+        names = {cotangent_name(spec.name): spec.name for spec in model.signature.outputs}
+        missing = [name for name in names if name not in inputs]
+        forward = {s.name: inputs[s.name] for s in model.signature.inputs if s.name in inputs}
+        if not missing or len(forward) != len(model.signature.inputs):
+            return  # nothing to fill, or validation will name the missing input
+        validate_inputs(model, forward)
+        outputs = await self._outputs(model, forward)
+        for name in missing:
+            inputs[name] = np.ones_like(outputs[names[name]])
+
+
+def as_batch(model: ServedModel, spec: TensorSpec, array: np.ndarray) -> tuple[bool, np.ndarray]:
+    """Whether ``array`` is one example, and it as a batch cast to the input's datatype."""
+    single = array.ndim == len(spec.shape) - 1
+    batch = array[np.newaxis] if single else array
+    if not spec.accepts_shape(batch.shape):
+        raise ShapeMismatch(
+            f"model {model.name!r} expects input {spec.describe()}: shape "
+            f"{list(spec.shape[1:])} for one example or {list(spec.shape)} for a batch; "
+            f"got shape {list(array.shape)}"
+        )
+    return single, cast_to(model.name, spec, batch)
+
+
+def check_cotangent(model: ServedModel, output: TensorSpec, batch: int, dy: np.ndarray) -> None:
+    """A cotangent has the output's shape for this batch (dimensions fixed by the batch)."""
+    expected = (batch, *output.shape[1:])
+    fits = dy.ndim == len(expected) and all(
+        want < 0 or want == got for want, got in zip(expected, dy.shape)
+    )
+    if not fits:
+        shown = [d if d >= 0 else "any" for d in expected]
+        raise ShapeMismatch(
+            f"the cotangent of model {model.name!r} has the shape of its output "
+            f"{output.name!r}: {shown[1:]} for one example or {shown} for this batch; "
+            f"got shape {list(dy.shape)}"
+        )
+
+
+def _spec_of(companion: ServedModel, output: TensorSpec) -> TensorSpec:
+    return companion.signature.input(cotangent_name(output.name))
 
 
 def sole_input(model: ServedModel) -> TensorSpec:

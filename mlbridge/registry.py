@@ -1,27 +1,47 @@
-"""The models a server serves, loaded once at start-up.
+"""The models a server serves, loaded once at start-up, with their gradient companions.
 
 ``mlbridge serve`` takes files and folders. A file is served under its
 stem; a folder is a model repository holding model files and ``NAME/``
 folders (one model file plus an optional ``config.json``). A model file's
-optional sidecar ``NAME.json`` (or a folder's ``config.json``) adds class
-labels and a description; ``mlbridge export`` writes it.
+config is its sidecar ``NAME.json`` (or its folder's ``config.json``), read
+as a :class:`~mlbridge.model_config.ModelConfig`.
+
+Each differentiable model gets a gradient companion ``NAME.vjp``: an
+ordinary model whose inputs are the model's inputs plus one cotangent per
+output (``OUTPUT_cotangent``) and whose outputs are ``INPUT_grad``, the
+vector-Jacobian product. It is read from ``NAME.vjp.onnx`` beside the model
+(what ``mlbridge export --grad`` and ``export-fn`` write), or built from an
+ONNX model at load time. A gradient that cannot be had never fails the
+model's load: the reason is kept and answered on the gradient routes.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
-from .errors import ConfigError, MLBridgeError, ModelLoadError, ModelNotFound
-from .protocol import ModelSignature
-from .runtimes import RUNTIMES, Runtime
+from .errors import ConfigError, GradientUnavailable, MLBridgeError, ModelLoadError, ModelNotFound
+from .model_config import ModelConfig, read_model_config
+from .protocol import ModelSignature, TensorSpec
+from .runtimes import RUNTIMES, OnnxRuntime, Runtime
 
 log = logging.getLogger("mlbridge")
 DEMO_MODELS = Path(__file__).resolve().parent / "demo_models"
 FOLDER_CONFIG = "config.json"
+MODEL_VERSION = "1"
+COMPANION_SUFFIX = ".vjp"  # NAME.vjp is the gradient companion of NAME
+COMPANION_FILE_SUFFIX = COMPANION_SUFFIX + ".onnx"
+REAL_DATATYPES = frozenset({"FP16", "FP32", "FP64"})
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where discovery found a model: its name, its file and its config file (if any)."""
+
+    name: str
+    model_file: Path
+    config_file: Path | None = None
 
 
 @dataclass
@@ -32,72 +52,85 @@ class ServedModel:
     path: Path
     runtime: Runtime
     signature: ModelSignature
-    description: str = ""
+    config: ModelConfig = field(default_factory=ModelConfig)
+    version: str = MODEL_VERSION
+    gradient: str | None = None  # the companion's name
+    gradient_unavailable: str = ""  # why there is no companion
+    gradient_of: str | None = None  # on a companion: the model it differentiates
 
     @property
     def platform(self) -> str:
         return type(self.runtime).__name__.removesuffix("Runtime").lower()
 
+    @property
+    def description(self) -> str:
+        return self.config.description
 
-@dataclass(frozen=True)
-class LoadFailure:
-    """A model file that did not load, and why."""
-
-    path: Path
-    reason: str
+    def companion_name(self) -> str:
+        """The gradient companion's name, or GradientUnavailable saying why there is none."""
+        if self.gradient is None:
+            raise GradientUnavailable(
+                f"model {self.name!r} serves no gradient: {self.gradient_unavailable}"
+            )
+        return self.gradient
 
 
 class ModelRegistry:
-    """Name -> loaded model; read-only once the server runs."""
+    """Name -> loaded model (companions included); read-only once the server runs."""
 
-    def __init__(self, models: dict[str, ServedModel]) -> None:
-        self.models = models
+    def __init__(self, models: list[ServedModel]) -> None:
+        self._models = {model.name: model for model in models}
 
     def get(self, name: str) -> ServedModel:
         """Return the model called ``name`` or raise ModelNotFound listing the known ones."""
         try:
-            return self.models[name]
+            return self._models[name]
         except KeyError:
-            known = ", ".join(sorted(self.models)) or "none"
+            known = ", ".join(sorted(self._models)) or "none"
             raise ModelNotFound(f"no model named {name!r}; this server serves: {known}") from None
 
     def names(self) -> list[str]:
-        return sorted(self.models)
+        return sorted(self._models)
+
+    def models(self) -> list[ServedModel]:
+        return [self._models[name] for name in self.names()]
+
+    def __len__(self) -> int:
+        return len(self._models)
 
     def close(self) -> None:
-        for model in self.models.values():
+        for model in self._models.values():
             model.runtime.close()
 
 
 def load_registry(paths: list[Path], threads: int = 1, strict: bool = False) -> ModelRegistry:
     """Find and load every model under ``paths`` (the demo models when empty)."""
-    found = discover(paths or [DEMO_MODELS])
-    models: dict[str, ServedModel] = {}
-    failures: list[LoadFailure] = []
-    for name, path in found:
-        if name in models:
-            failures.append(LoadFailure(path, f"a model named {name!r} is already served"))
+    loaded: dict[str, ServedModel] = {}
+    failures: list[tuple[Path, str]] = []
+    for source in discover(paths or [DEMO_MODELS]):
+        if source.name in loaded:
+            failures.append((source.model_file, f"a model named {source.name!r} is already served"))
             continue
         try:
-            models[name] = load_model(name, path, threads)
+            for model in load_model(source, threads):
+                loaded[model.name] = model
         except MLBridgeError as error:
-            failures.append(LoadFailure(path, error.message))
+            failures.append((source.model_file, error.message))
         except Exception as error:  # a broken file may raise anything from its engine
-            failures.append(LoadFailure(path, f"{type(error).__name__}: {error}"))
-    for failure in failures:
-        log.error("could not load %s: %s", failure.path, failure.reason)
+            failures.append((source.model_file, f"{type(error).__name__}: {error}"))
+    for path, reason in failures:
+        log.error("could not load %s: %s", path, reason)
     if failures and strict:
-        first = failures[0]
-        raise ConfigError(f"could not load {first.path}: {first.reason} (--strict)")
-    return ModelRegistry(models)
+        raise ConfigError(f"could not load {failures[0][0]}: {failures[0][1]} (--strict)")
+    return ModelRegistry(list(loaded.values()))
 
 
-def discover(paths: list[Path]) -> list[tuple[str, Path]]:
-    """List (name, model file) pairs from files and repository folders."""
-    found: list[tuple[str, Path]] = []
+def discover(paths: list[Path]) -> list[ModelSource]:
+    """List the models in files and repository folders, with their config files."""
+    found: list[ModelSource] = []
     for path in paths:
         if path.is_file():
-            found.append((path.stem, path))
+            found.append(ModelSource(path.stem, path, _sidecar(path)))
         elif path.is_dir():
             found.extend(_scan_repository(path))
         else:
@@ -105,48 +138,136 @@ def discover(paths: list[Path]) -> list[tuple[str, Path]]:
     return found
 
 
-def _scan_repository(folder: Path) -> list[tuple[str, Path]]:
+def _scan_repository(folder: Path) -> list[ModelSource]:
     found = []
     for entry in sorted(folder.iterdir()):
-        if entry.is_file() and entry.suffix in RUNTIMES:
-            found.append((entry.stem, entry))
+        if _is_model_file(entry):
+            found.append(ModelSource(entry.stem, entry, _sidecar(entry)))
         elif entry.is_dir() and not entry.name.startswith((".", "_")):
-            files = [f for f in sorted(entry.iterdir()) if f.suffix in RUNTIMES or f.is_dir()]
-            model_files = [f for f in files if f.suffix in RUNTIMES]
-            if len(model_files) == 1:
-                found.append((entry.name, model_files[0]))
-            elif model_files:
+            model_files = [f for f in sorted(entry.iterdir()) if _is_model_file(f)]
+            if len(model_files) > 1:
                 names = ", ".join(f.name for f in model_files)
                 raise ConfigError(f"{entry}: holds several model files ({names}); keep one")
+            if model_files:
+                config = entry / FOLDER_CONFIG
+                sidecar = _sidecar(model_files[0])
+                found.append(ModelSource(entry.name, model_files[0], sidecar or _existing(config)))
     return found
 
 
-def load_model(name: str, path: Path, threads: int = 1) -> ServedModel:
-    """Load one model file with the runtime its suffix selects."""
-    runtime_class = RUNTIMES.get(path.suffix)
+def _is_model_file(path: Path) -> bool:
+    """A model file, not a gradient companion (those belong to the model beside them)."""
+    return path.is_file() and path.suffix in RUNTIMES and not _is_companion_file(path)
+
+
+def _is_companion_file(path: Path) -> bool:
+    return path.name.endswith(COMPANION_FILE_SUFFIX)
+
+
+def _sidecar(model_file: Path) -> Path | None:
+    return _existing(model_file.with_suffix(".json"))
+
+
+def _existing(path: Path) -> Path | None:
+    return path if path.is_file() else None
+
+
+def load_model(source: ModelSource, threads: int = 1) -> list[ServedModel]:
+    """Load one model with the runtime its suffix selects, and its gradient companion."""
+    runtime_class = RUNTIMES.get(source.model_file.suffix)
     if runtime_class is None:
         known = ", ".join(sorted(RUNTIMES))
-        raise ModelLoadError(f"unknown model file type {path.suffix!r}; expected one of {known}")
-    runtime = runtime_class(path, threads=threads)
+        raise ModelLoadError(
+            f"unknown model file type {source.model_file.suffix!r}; expected one of {known}"
+        )
+    config = read_model_config(source.config_file)
+    runtime = runtime_class(source.model_file, threads=threads)
     runtime.load()
-    config = read_config(path, in_own_folder=path.parent.name == name)
-    labels = config.get("labels")
-    signature = replace(runtime.signature(), labels=tuple(map(str, labels)) if labels else None)
-    return ServedModel(name, path, runtime, signature, str(config.get("description", "")))
+    signature = replace(runtime.signature(), labels=config.labels)
+    check_declared(source, signature, config)
+    model = ServedModel(source.name, source.model_file, runtime, signature, config)
+    companion = _companion(model, threads)
+    if isinstance(companion, str):
+        model.gradient_unavailable = companion
+        return [model]
+    model.gradient = companion.name
+    return [model, companion]
 
 
-def read_config(model_file: Path, in_own_folder: bool = False) -> dict[str, Any]:
-    """The model's sidecar ``NAME.json`` or its own folder's ``config.json``, if any."""
-    candidates = [model_file.with_suffix(".json")]
-    if in_own_folder:
-        candidates.append(model_file.parent / FOLDER_CONFIG)
-    for candidate in candidates:
-        if candidate.is_file():
-            try:
-                config = json.loads(candidate.read_text())
-            except (OSError, ValueError) as error:
-                raise ModelLoadError(f"{candidate}: not valid JSON ({error})") from None
-            if not isinstance(config, dict):
-                raise ModelLoadError(f"{candidate}: expected a JSON object")
-            return config
-    return {}
+def check_declared(source: ModelSource, signature: ModelSignature, config: ModelConfig) -> None:
+    """The config's inputs and outputs, if given, must name the file's own."""
+    for kind, declared, actual in (
+        ("inputs", config.inputs, signature.inputs),
+        ("outputs", config.outputs, signature.outputs),
+    ):
+        if declared is not None and _names(declared) != _names(actual):
+            raise ModelLoadError(
+                f"{source.config_file}: declares {kind} {_names(declared)}; "
+                f"{source.model_file.name} has {_names(actual)}"
+            )
+
+
+def _names(specs: tuple[TensorSpec, ...]) -> list[tuple[str, str]]:
+    return [(spec.name, spec.datatype) for spec in specs]
+
+
+def _companion(model: ServedModel, threads: int) -> ServedModel | str:
+    """The gradient companion of ``model``, or the reason it has none."""
+    gradient = model.config.gradient
+    if not gradient.enabled:
+        return f'its config {model.config.source} sets "gradient": false'
+    if not any(spec.datatype in REAL_DATATYPES for spec in model.signature.inputs):
+        return "its inputs are not real numbers"
+    try:
+        runtime = _companion_runtime(model, threads)
+        runtime.load()
+        signature = runtime.signature()
+        check_companion(model, signature)
+    except GradientUnavailable as error:
+        return error.message
+    except Exception as error:  # a broken companion must not take its model down
+        return f"its gradient did not load ({type(error).__name__}: {error})"
+    config = ModelConfig(description=f"vector-Jacobian product of {model.name!r}")
+    return ServedModel(
+        model.name + COMPANION_SUFFIX, runtime.path, runtime, signature, config,
+        gradient_of=model.name,
+    )  # fmt: skip
+
+
+def _companion_runtime(model: ServedModel, threads: int) -> Runtime:
+    gradient = model.config.gradient
+    if gradient.file is not None and model.config.source is not None:
+        return OnnxRuntime(model.config.source.parent / gradient.file, threads=threads)
+    beside = model.path.with_name(model.path.stem + COMPANION_FILE_SUFFIX)
+    if beside.is_file():
+        return OnnxRuntime(beside, threads=threads)
+    return model.runtime.gradient_runtime()
+
+
+def check_companion(model: ServedModel, companion: ModelSignature) -> None:
+    """A companion takes the model's inputs and one cotangent per output; gives INPUT_grad."""
+    expected_inputs = [spec.name for spec in model.signature.inputs] + [
+        cotangent_name(spec.name) for spec in model.signature.outputs
+    ]
+    expected_outputs = [
+        gradient_name(spec.name)
+        for spec in model.signature.inputs
+        if spec.datatype in REAL_DATATYPES
+    ]
+    got_inputs = [spec.name for spec in companion.inputs]
+    got_outputs = [spec.name for spec in companion.outputs]
+    if sorted(got_inputs) != sorted(expected_inputs) or got_outputs != expected_outputs:
+        raise GradientUnavailable(
+            f"its gradient file takes {got_inputs} and gives {got_outputs}; expected "
+            f"{expected_inputs} and {expected_outputs}"
+        )
+
+
+def cotangent_name(output: str) -> str:
+    """The companion's input that carries the cotangent of ``output``."""
+    return f"{output}_cotangent"
+
+
+def gradient_name(input_name: str) -> str:
+    """The companion's output that carries the gradient for ``input_name``."""
+    return f"{input_name}_grad"

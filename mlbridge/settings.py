@@ -68,10 +68,6 @@ class Settings:
     access_log: bool
 
     @property
-    def connection_file(self) -> Path:
-        return self.home / "server.json"
-
-    @property
     def max_body_bytes(self) -> int:
         return self.max_body_mb * 1024 * 1024
 

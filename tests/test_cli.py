@@ -245,7 +245,8 @@ def test_model_folder_with_config_and_detach(tmp_path: Path, mnist) -> None:
 
         with Client(home=tmp_path / "home") as client:
             meta = client.metadata("digits")
-            assert meta["parameters"] == {"labels": labels, "description": "a linear toy"}
+            assert meta["parameters"]["labels"] == labels
+            assert meta["parameters"]["description"] == "a linear toy"
             assert client.predict("digits", mnist[0][:2]).shape == (2, 10)
     finally:
         assert mlbridge("stop", env=env).returncode == 0

@@ -10,6 +10,8 @@ Contract:
   :class:`~mlbridge.errors.PayloadError` with a message that says what is
   wrong and where; it must never allocate more than the body can describe.
 - ``encode_tensor`` must round-trip float32 values exactly.
+- ``decode_arguments`` reads named tensors (an association, for the gradient
+  route's ``x`` and ``cotangent``); a bare tensor is the argument ``x``.
 - ``encode_error`` answers with something the caller's system can hold as
   a value, e.g. ``Failure[...]`` for Wolfram Language.
 """
@@ -37,6 +39,10 @@ class CasCodec(ABC):
     @abstractmethod
     def decode_tensor(self, body: bytes) -> np.ndarray:
         """Parse a request body into a numeric array."""
+
+    def decode_arguments(self, body: bytes) -> dict[str, np.ndarray]:
+        """Parse named tensors (an association), or one bare tensor as ``x``."""
+        return {"x": self.decode_tensor(body)}
 
     @abstractmethod
     def encode_tensor(self, array: np.ndarray) -> bytes:

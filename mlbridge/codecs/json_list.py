@@ -1,14 +1,21 @@
-"""JSON nested arrays on the CAS endpoint, for R, Octave and shell clients."""
+"""JSON nested arrays on the CAS endpoint, for R, Octave and shell clients.
+
+Named arguments (the gradient route's ``x`` and ``cotangent``) come as a JSON
+object of arrays: ``{"x": [2, 4, 8], "cotangent": 1}``.
+"""
 
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 
 from ..errors import MLBridgeError, PayloadError
 from .base import CasCodec, failure_fields
 from .v2 import loads
+
+OBJECT_START = re.compile(rb'\{\s*"')  # a Mathematica list never holds a string
 
 
 class JsonListCodec(CasCodec):
@@ -17,17 +24,16 @@ class JsonListCodec(CasCodec):
     media_type = "application/json"
 
     def sniff(self, body: bytes) -> bool:
-        return body[:1] == b"["
+        return body[:1] == b"[" or OBJECT_START.match(body) is not None
 
     def decode_tensor(self, body: bytes) -> np.ndarray:
-        data = loads(body)
-        try:
-            array = np.asarray(data, dtype=np.float64)
-        except (ValueError, TypeError):
-            raise PayloadError(
-                "expected a rectangular nested JSON array of numbers, such as [[0.0, 0.5]]"
-            ) from None
-        return array
+        return _numbers(loads(body), "the body")
+
+    def decode_arguments(self, body: bytes) -> dict[str, np.ndarray]:
+        document = loads(body)
+        if not isinstance(document, dict):
+            return {"x": _numbers(document, "the body")}
+        return {str(name): _numbers(value, repr(name)) for name, value in document.items()}
 
     def encode_tensor(self, array: np.ndarray) -> bytes:
         return json.dumps(array.tolist(), separators=(",", ":")).encode()
@@ -36,3 +42,13 @@ class JsonListCodec(CasCodec):
         fields = failure_fields(error)
         body = {"error": error.message, "code": fields["Code"], "status": fields["Status"]}
         return json.dumps(body).encode()
+
+
+def _numbers(data: object, where: str) -> np.ndarray:
+    try:
+        return np.asarray(data, dtype=np.float64)
+    except (ValueError, TypeError):
+        raise PayloadError(
+            f"{where}: expected a number or a rectangular nested JSON array of numbers, "
+            "such as [[0.0, 0.5]]"
+        ) from None

@@ -25,6 +25,7 @@ NUMBER_BYTES = b"0123456789.+-*^`"
 # Precision or accuracy marks: 2.5`10. or 2.5``20 (the mark is dropped, the value kept).
 PRECISION_MARK = re.compile(rb"(?<=[0-9.])``?[0-9.]*")
 MAX_RANK = 32
+ASSOCIATION_KEY = re.compile(rb'(?<=[<|,])\s*"([A-Za-z][A-Za-z0-9_]*)"\s*->')
 
 _ALLOWED = np.zeros(256, dtype=bool)
 _ALLOWED[list(WHITESPACE + NUMBER_BYTES + b"{},")] = True
@@ -44,10 +45,15 @@ class MathematicaCodec(CasCodec):
     media_type = "text/x-mathematica"
 
     def sniff(self, body: bytes) -> bool:
-        return body.lstrip()[:1] == b"{"
+        return body.lstrip()[:2] in (b"<|",) or body.lstrip()[:1] == b"{"
 
     def decode_tensor(self, body: bytes) -> np.ndarray:
         return parse_list(body)
+
+    def decode_arguments(self, body: bytes) -> dict[str, np.ndarray]:
+        if body.lstrip()[:2] == b"<|":
+            return parse_association(body)
+        return {"x": parse_list(body)}
 
     def encode_tensor(self, array: np.ndarray) -> bytes:
         return format_list(array).encode()
@@ -70,6 +76,32 @@ def parse_list(body: bytes) -> np.ndarray:
     if shape is None or values is None or values.size != prod(shape):
         return _parse_strictly(text)  # slow, and raises a precise error for a malformed body
     return values.reshape(shape)
+
+
+def parse_association(body: bytes) -> dict[str, np.ndarray]:
+    """Parse ``<|"x" -> {...}, "cotangent" -> {...}|>``: string keys, numbers or lists."""
+    text = body.strip()
+    keys = list(ASSOCIATION_KEY.finditer(text))
+    if not (text.startswith(b"<|") and text.endswith(b"|>")) or not keys or keys[0].start() != 2:
+        raise PayloadError(
+            'expected an association such as <|"x" -> {2., 4.}, "cotangent" -> {1., 0.}|>'
+        )
+    arguments = {}
+    for key, following in zip(keys, [*keys[1:], None]):
+        end = following.start() if following else len(text) - 2
+        value = text[key.end() : end].strip()
+        if following is not None:
+            if not value.endswith(b","):
+                raise PayloadError(f"association value of {key[1].decode()!r} must end with ','")
+            value = value[:-1]
+        arguments[key[1].decode()] = _value(value)
+    return arguments
+
+
+def _value(text: bytes) -> np.ndarray:
+    if text.lstrip()[:1] == b"{":
+        return parse_list(text)
+    return parse_list(b"{" + text + b"}").reshape(())  # one number
 
 
 def _fast_shape(text: bytes) -> tuple[int, ...] | None:

@@ -1,5 +1,9 @@
 """KServe V2 inference requests and responses: JSON, with the binary tensor extension.
 
+The one owner of the V2 wire format, in all four directions: the server
+decodes requests and encodes responses, the Python client (and the golden
+files and benches) encode requests and decode responses.
+
 With the extension, the body is a JSON header of ``Inference-Header-Content-Length``
 bytes followed by raw little-endian tensor bytes, in the order of the
 tensors whose ``parameters.binary_data_size`` is set.
@@ -49,7 +53,7 @@ def decode_request(body: bytes, header_length: str | None = None) -> InferenceRe
     offset = 0
     inputs: dict[str, np.ndarray] = {}
     for index, item in enumerate(document["inputs"]):
-        name, array, used = _decode_input(index, item, binary, offset)
+        name, array, used = _decode_tensor(index, item, binary, offset)
         inputs[name] = array
         offset += used
     if offset != len(binary):
@@ -76,11 +80,14 @@ def _split(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
     return body[:length], body[length:]
 
 
-def _decode_input(index: int, item: Any, binary: bytes, offset: int) -> tuple[str, np.ndarray, int]:
+def _decode_tensor(
+    index: int, item: Any, binary: bytes, offset: int, section: str = "inputs"
+) -> tuple[str, np.ndarray, int]:
+    """One tensor entry: an input of a request or an output of a response."""
     if not isinstance(item, dict):
-        raise PayloadError(f"inputs[{index}] must be an object with name, shape, datatype, data")
+        raise PayloadError(f"{section}[{index}] must be an object with name, shape, datatype, data")
     name = item.get("name")
-    where = f"input {name!r}" if isinstance(name, str) else f"inputs[{index}]"
+    where = f"{section[:-1]} {name!r}" if isinstance(name, str) else f"{section}[{index}]"
     if not isinstance(name, str):
         raise PayloadError(f"{where}: missing string field 'name'")
     shape = _shape(where, item.get("shape"))
@@ -136,8 +143,20 @@ def _from_binary(
         )
     if offset + size > len(binary):
         raise PayloadError(f"{where}: the binary section ends before this tensor's {size} bytes")
+    return from_little_endian(binary, dtype, shape, offset)
+
+
+def little_endian_bytes(array: np.ndarray) -> bytes:
+    """A tensor's raw bytes as the binary extension carries them (little-endian, C order)."""
+    return np.ascontiguousarray(array, array.dtype.newbyteorder("<")).tobytes()
+
+
+def from_little_endian(
+    buffer: bytes, dtype: np.dtype, shape: tuple[int, ...], offset: int = 0
+) -> np.ndarray:
+    """A tensor read from raw little-endian bytes at ``offset``, in native byte order."""
     little = dtype.newbyteorder("<")
-    return np.frombuffer(binary, little, prod(shape), offset).reshape(shape).astype(dtype)
+    return np.frombuffer(buffer, little, prod(shape), offset).reshape(shape).astype(dtype)
 
 
 def _optional_str(document: dict, key: str) -> str | None:
@@ -177,7 +196,7 @@ def encode_response(response: InferenceResponse, binary: set[str]) -> tuple[byte
             "datatype": v2_datatype(array.dtype),
         }
         if "*" in binary or name in binary:
-            raw = np.ascontiguousarray(array, array.dtype.newbyteorder("<")).tobytes()
+            raw = little_endian_bytes(array)
             entry["parameters"] = {"binary_data_size": len(raw)}
             chunks.append(raw)
         else:
@@ -193,3 +212,45 @@ def encode_response(response: InferenceResponse, binary: set[str]) -> tuple[byte
         return header, {"content-type": JSON_MEDIA_TYPE}
     headers = {"content-type": BINARY_MEDIA_TYPE, HEADER_LENGTH: str(len(header))}
     return header + b"".join(chunks), headers
+
+
+def encode_request(inputs: dict[str, np.ndarray]) -> tuple[bytes, dict[str, str]]:
+    """A binary-extension infer request and its headers; the reply's outputs come binary too."""
+    entries, chunks = [], []
+    for name, array in inputs.items():
+        raw = little_endian_bytes(array)
+        entries.append(
+            {
+                "name": name,
+                "shape": list(array.shape),
+                "datatype": v2_datatype(array.dtype),
+                "parameters": {"binary_data_size": len(raw)},
+            }
+        )
+        chunks.append(raw)
+    document = {"inputs": entries, "parameters": {"binary_data_output": True}}
+    header = json.dumps(document).encode()
+    headers = {
+        "Content-Type": BINARY_MEDIA_TYPE,
+        "Inference-Header-Content-Length": str(len(header)),
+    }
+    return header + b"".join(chunks), headers
+
+
+def decode_response(body: bytes, header_length: str | None = None) -> InferenceResponse:
+    """Read a V2 infer response, JSON alone or JSON followed by binary tensors."""
+    header, binary = _split(body, header_length)
+    document = loads(header)
+    if not isinstance(document, dict) or not isinstance(document.get("outputs"), list):
+        raise PayloadError('expected a JSON object with an "outputs" list')
+    offset, outputs = 0, {}
+    for index, item in enumerate(document["outputs"]):
+        name, array, used = _decode_tensor(index, item, binary, offset, "outputs")
+        outputs[name] = array
+        offset += used
+    return InferenceResponse(
+        model_name=str(document.get("model_name", "")),
+        outputs=outputs,
+        id=_optional_str(document, "id"),
+        model_version=_optional_str(document, "model_version"),
+    )

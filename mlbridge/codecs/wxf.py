@@ -167,6 +167,20 @@ class WxfCodec(CasCodec):
             )
         return array
 
+    def decode_arguments(self, body: bytes) -> dict[str, np.ndarray]:
+        """Read ``<|"x" -> array, ...|>`` (string keys), or one bare array as ``x``."""
+        reader = self._open(bytes(body))
+        if reader.peek("the expression") != ASSOCIATION[0]:
+            arguments = {"x": _read_array(reader)}
+        else:
+            arguments = _read_association(reader)
+        if reader.remaining:
+            raise PayloadError(
+                f"WXF has {reader.remaining} trailing bytes at {reader.where()}; "
+                "expected the body to end after one expression"
+            )
+        return arguments
+
     def encode_tensor(self, array: np.ndarray) -> bytes:
         """Write ``array`` as an uncompressed WXF NumericArray."""
         return HEADER + _encode_array(np.asarray(array))
@@ -204,6 +218,30 @@ def _inflate(payload: bytes, limit: int) -> bytes:
             f"WXF 8C: has {len(inflater.unused_data)} trailing bytes after the zlib stream"
         )
     return data
+
+
+def _read_association(reader: _Reader) -> dict[str, np.ndarray]:
+    reader.byte("an Association")
+    count = reader.varint("an Association length")
+    if count > reader.remaining:
+        raise PayloadError(f"truncated WXF: Association declares {count} rules")
+    arguments = {}
+    for _ in range(count):
+        start = reader.pos
+        if reader.byte("a rule") != RULE[0] or reader.byte("a rule key") != STRING[0]:
+            raise PayloadError(
+                f'WXF Association rule at {reader.where(start)}: expected "name" -> array'
+            )
+        key = reader.take(reader.varint("a String length"), "a String").decode("utf-8", "replace")
+        arguments[key] = _read_value(reader)
+    return arguments
+
+
+def _read_value(reader: _Reader) -> np.ndarray:
+    """An array, or one number (a cotangent of a scalar output)."""
+    if reader.peek("a value") not in NUMBER_TOKENS_ALL:
+        return _read_array(reader)
+    return np.asarray(_read_number(reader, 0), dtype=np.float64).reshape(())
 
 
 def _read_array(reader: _Reader) -> np.ndarray:

@@ -4,7 +4,9 @@ To add a runtime, subclass :class:`Runtime`, set ``suffixes`` and
 ``extra``, and implement ``load``, ``signature`` and ``predict``; then
 list the class in ``runtimes/__init__.py``. ``predict`` may be called from
 several threads at once: a runtime whose engine is not reentrant must
-guard it itself.
+guard it itself. Set ``inline_safe`` when a small ``predict`` never waits on
+a lock (the inference layer may then run it on the event loop), and
+override ``gradient_runtime`` when the engine can differentiate its model.
 """
 
 from __future__ import annotations
@@ -14,9 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import GradientUnavailable
 from ..protocol import ModelSignature
-
-SMALL_INPUT_VALUES = 4096  # five 28x28 images: tens of microseconds for the demo models
 
 
 class Runtime(ABC):
@@ -24,7 +25,8 @@ class Runtime(ABC):
 
     suffixes: tuple[str, ...] = ()
     extra: str = ""  # the pip extra that brings this runtime's engine
-    inline_max_values = 0  # inputs this small may run on the event loop (fast, non-blocking)
+    inline_safe = False  # a small predict never blocks: it may run on the event loop
+    no_gradient = "its runtime cannot build a gradient"  # why gradient_runtime fails
 
     def __init__(self, path: Path, threads: int = 1) -> None:
         self.path = path
@@ -41,6 +43,10 @@ class Runtime(ABC):
     @abstractmethod
     def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run the model on validated inputs; return every output by name."""
+
+    def gradient_runtime(self) -> Runtime:
+        """A runtime (not yet loaded) for this model's VJP; raise GradientUnavailable if none."""
+        raise GradientUnavailable(self.no_gradient)
 
     def close(self) -> None:
         """Release engine resources; the default does nothing."""

@@ -16,13 +16,17 @@ class KerasRuntime(Runtime):
 
     suffixes = (".keras", ".h5")
     extra = "training"
+    no_gradient = (
+        "Keras files are served without gradients (serving stays free of TensorFlow "
+        "autodiff); export with 'mlbridge export --to onnx --grad' and serve the .onnx file"
+    )
 
     def load(self) -> None:
         try:
             import keras
         except ImportError:
             raise MissingDependency("keras", "training", "serving .keras/.h5 models") from None
-        from ..training import layers  # noqa: F401  registers the custom layers
+        from . import keras_layers  # noqa: F401  registers the custom layers
 
         self.model = keras.models.load_model(self.path, compile=False)
         self._lock = threading.Lock()

@@ -1,12 +1,19 @@
-"""ONNX models through onnxruntime (thread-safe: one session serves all requests)."""
+"""ONNX models through onnxruntime (thread-safe: one session serves all requests).
+
+An ONNX model's gradient companion is built here at load time, as a second
+ONNX graph (:func:`mlbridge.gradients.build_vjp`), so plain onnxruntime serves
+gradients too.
+"""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 
 from ..errors import MissingDependency
 from ..protocol import ModelSignature, TensorSpec
-from .base import SMALL_INPUT_VALUES, Runtime, dims
+from .base import Runtime, dims
 
 # onnxruntime names element types "tensor(float)"; map them to V2 names.
 ONNX_TO_V2 = {
@@ -30,20 +37,24 @@ class OnnxRuntime(Runtime):
 
     suffixes = (".onnx",)
     extra = ""
-    inline_max_values = SMALL_INPUT_VALUES
+    inline_safe = True
+
+    def __init__(self, path: Path, threads: int = 1, graph: bytes | None = None) -> None:
+        super().__init__(path, threads)
+        self.graph = graph  # a serialized model built in memory, else read from ``path``
 
     def load(self) -> None:
         try:
             import onnxruntime
         except ImportError:
-            raise MissingDependency("onnxruntime", "onnx", "serving .onnx models") from None
+            raise MissingDependency("onnxruntime", "", "serving .onnx models") from None
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1
         # Spinning threads burn a core between requests (see FIELD-NOTES).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = onnxruntime.InferenceSession(
-            str(self.path), options, providers=["CPUExecutionProvider"]
+            self.graph or str(self.path), options, providers=["CPUExecutionProvider"]
         )
         self.output_names = [out.name for out in self.session.get_outputs()]
 
@@ -56,6 +67,15 @@ class OnnxRuntime(Runtime):
     def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         results = self.session.run(self.output_names, inputs)
         return dict(zip(self.output_names, results))
+
+    def gradient_runtime(self) -> Runtime:
+        """The VJP of this graph, built in memory (GradientUnavailable names a missing rule)."""
+        import onnx
+
+        from ..gradients import build_vjp
+
+        vjp = build_vjp(onnx.load(str(self.path)))
+        return OnnxRuntime(self.path, self.threads, vjp.SerializeToString())
 
 
 def _spec(arg: object) -> TensorSpec:

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..errors import MissingDependency
 from ..protocol import ModelSignature, TensorSpec, v2_datatype
-from .base import SMALL_INPUT_VALUES, Runtime
+from .base import Runtime
 
 Engine = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
 
@@ -38,7 +38,11 @@ class TfliteRuntime(Runtime):
 
     suffixes = (".tflite",)
     extra = "tflite"
-    inline_max_values = SMALL_INPUT_VALUES
+    inline_safe = True
+    no_gradient = (
+        "TFLite models carry no gradient; export from the Keras or ONNX source with "
+        "'mlbridge export --to onnx --grad' and serve the .onnx file"
+    )
 
     def load(self) -> None:
         self._interpreter_class = _interpreter_class()

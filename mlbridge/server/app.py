@@ -1,52 +1,48 @@
-"""The app factory: every route in one table, middleware order explicit."""
+"""The app factory: every route in one table, each with its access rule and error format."""
 
 from __future__ import annotations
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.middleware import Middleware
-from starlette.routing import Route
 
 from ..auth import TokenAuthenticator
 from ..codecs import cas_codecs
-from ..errors import MLBridgeError
 from ..inference import InferenceService
 from ..registry import ModelRegistry
 from ..settings import Settings
-from . import routes
-from .errors import handle_http_error, handle_mlbridge_error, handle_unexpected
-from .middleware import AuthMiddleware
+from . import cas, routes
+from .cas import CasRoute
+from .errors import handle_http_error, handle_unexpected
+from .policy import Access, DeclaredRoute, JsonRoute
 
+OPEN, SECRET, SECRET_OR_FIRST_LINE = Access.OPEN, Access.SECRET, Access.SECRET_OR_FIRST_LINE
 MODEL = "/v2/models/{name}"
 VERSIONED = "/v2/models/{name}/versions/{version}"
 
-ROUTES = [
-    Route("/v2/health/live", routes.live),
-    Route("/v2/health/ready", routes.ready),
-    Route("/v2", routes.server_metadata),
-    Route("/v2/models", routes.model_list),
-    Route(MODEL, routes.model_metadata),
-    Route(MODEL + "/ready", routes.model_ready),
-    Route(MODEL + "/infer", routes.infer, methods=["POST"]),
-    Route(VERSIONED, routes.model_metadata),
-    Route(VERSIONED + "/ready", routes.model_ready),
-    Route(VERSIONED + "/infer", routes.infer, methods=["POST"]),
-    Route("/{name}", routes.cas_predict, methods=["POST"]),
+ROUTES: list[DeclaredRoute] = [
+    JsonRoute("/v2/health/live", routes.live, access=OPEN),
+    JsonRoute("/v2/health/ready", routes.ready, access=OPEN),
+    JsonRoute("/v2", routes.server_metadata, access=SECRET),
+    JsonRoute("/v2/models", routes.model_list, access=SECRET),
+    JsonRoute(MODEL, routes.model_metadata, access=SECRET),
+    JsonRoute(MODEL + "/ready", routes.model_ready, access=SECRET),
+    JsonRoute(MODEL + "/infer", routes.infer, access=SECRET, methods=["POST"]),
+    JsonRoute(VERSIONED, routes.model_metadata, access=SECRET),
+    JsonRoute(VERSIONED + "/ready", routes.model_ready, access=SECRET),
+    JsonRoute(VERSIONED + "/infer", routes.infer, access=SECRET, methods=["POST"]),
+    CasRoute("/{name}", cas.predict, access=SECRET_OR_FIRST_LINE),
+    CasRoute("/{name}/gradient", cas.gradient, access=SECRET_OR_FIRST_LINE),
+    CasRoute("/{name}/jacobian", cas.jacobian, access=SECRET_OR_FIRST_LINE),
 ]
 
 
 def create_app(
     registry: ModelRegistry, authenticator: TokenAuthenticator, settings: Settings
 ) -> Starlette:
-    """Build the ASGI app serving ``registry``; every request passes ``authenticator``."""
+    """Build the ASGI app serving ``registry``; routes check ``authenticator`` as declared."""
     app = Starlette(
         routes=ROUTES,
-        middleware=[Middleware(AuthMiddleware, authenticator=authenticator)],
-        exception_handlers={
-            MLBridgeError: handle_mlbridge_error,
-            HTTPException: handle_http_error,
-            Exception: handle_unexpected,
-        },
+        exception_handlers={HTTPException: handle_http_error, Exception: handle_unexpected},
     )
     app.state.service = InferenceService(registry, workers=settings.workers)
     app.state.authenticator = authenticator

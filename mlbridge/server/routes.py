@@ -1,34 +1,34 @@
-"""HTTP endpoints: read the request, call the inference service, write the reply.
+"""V2 and operational endpoints: read the request, call the inference service, write the reply.
 
-No model logic lives here; see :mod:`mlbridge.inference`.
+No model logic lives here; see :mod:`mlbridge.inference`. The CAS endpoints
+are in :mod:`mlbridge.server.cas`.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
-from anyio import to_thread
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from .. import __version__
-from ..auth import TokenAuthenticator
-from ..codecs import codec_for_body, codec_for_reply
 from ..codecs import v2 as v2_codec
-from ..errors import PayloadTooLarge
-from ..inference import InferenceService
+from ..inference import Executor, InferenceService
 from ..registry import ServedModel
+from .cas import read_body
 
-MODEL_VERSION = "1"
-SMALL_PAYLOAD = 64 * 1024  # bytes of body, or values of output
-T = TypeVar("T")
-EXTENSIONS = ["binary_tensor_data", "cas_endpoint"]
+EXTENSIONS = ["binary_tensor_data", "cas_endpoint", "gradients"]
 
 
 def service(request: Request) -> InferenceService:
     return request.app.state.service
+
+
+def served_model(request: Request) -> ServedModel:
+    """The model the path names, at the version it names (if any)."""
+    params = request.path_params
+    return service(request).model(params["name"], params.get("version"))
 
 
 async def live(request: Request) -> Response:
@@ -36,7 +36,7 @@ async def live(request: Request) -> Response:
 
 
 async def ready(request: Request) -> Response:
-    return JSONResponse({"ready": bool(service(request).registry.models)})
+    return JSONResponse({"ready": len(service(request).registry) > 0})
 
 
 async def server_metadata(request: Request) -> Response:
@@ -46,91 +46,41 @@ async def server_metadata(request: Request) -> Response:
 
 
 async def model_list(request: Request) -> Response:
-    registry = service(request).registry
-    return JSONResponse({"models": [_summary(registry.get(name)) for name in registry.names()]})
+    models = service(request).registry.models()
+    return JSONResponse({"models": [_summary(model) for model in models]})
 
 
 async def model_metadata(request: Request) -> Response:
-    model = service(request).registry.get(request.path_params["name"])
-    return JSONResponse(metadata(model))
+    return JSONResponse(metadata(served_model(request)))
 
 
 async def model_ready(request: Request) -> Response:
-    model = service(request).registry.get(request.path_params["name"])
+    model = served_model(request)
     return JSONResponse({"name": model.name, "ready": True})
 
 
 async def infer(request: Request) -> Response:
-    """POST /v2/models/{name}/infer: V2 JSON, with or without binary tensors."""
+    """POST /v2/models/{name}[/versions/{version}]/infer: V2 JSON, or with binary tensors."""
+    model = served_model(request)
+    executor = service(request).executor
     body = await read_body(request)
     header_length = request.headers.get(v2_codec.HEADER_LENGTH)
-    inference = await off_loop(len(body), v2_codec.decode_request, body, header_length)
-    response = await service(request).infer(request.path_params["name"], inference)
+    inference = await executor.convert(
+        Executor.values_in_body(len(body)), v2_codec.decode_request, body, header_length
+    )
+    response = await service(request).infer(model.name, inference, model.version)
     size = sum(array.size for array in response.outputs.values())
-    content, headers = await off_loop(
+    content, headers = await executor.convert(
         size, v2_codec.encode_response, response, inference.binary_outputs
     )
     return Response(content, headers=headers)
 
 
-async def cas_predict(request: Request) -> Response:
-    """POST /{name}: one tensor as Mathematica text, WXF or JSON; reply alike."""
-    body = await read_body(request)
-    if not request.scope.get("state", {}).get("authenticated", False):
-        secret, body = split_secret_line(body)
-        authenticator(request).check(secret)
-    codecs = request.app.state.cas_codecs
-    codec = codec_for_body(request.headers.get("content-type", ""), body, codecs)
-    request.state.codec = codec
-    array = await off_loop(len(body), codec.decode_tensor, body)
-    result = await service(request).infer_tensor(request.path_params["name"], array)
-    reply = codec_for_reply(request.headers.get("accept", ""), codec, codecs)
-    content = await off_loop(result.size, reply.encode_tensor, result)
-    return Response(content, media_type=reply.media_type)
-
-
-async def off_loop(size: int, function: Callable[..., T], *args: Any) -> T:
-    """Run a codec on the event loop when ``size`` is small, else in a worker thread.
-
-    Parsing a big body takes up to seconds; other requests must not wait for it.
-    """
-    if size <= SMALL_PAYLOAD:
-        return function(*args)
-    return await to_thread.run_sync(function, *args)
-
-
-async def read_body(request: Request) -> bytes:
-    """The whole body, refused early once it passes the configured limit."""
-    limit = request.app.state.settings.max_body_bytes
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"body of {declared} bytes exceeds the limit of {limit} bytes")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"body exceeds the limit of {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def split_secret_line(body: bytes) -> tuple[str | None, bytes]:
-    """The original design's body: the secret, a newline, then the payload."""
-    first, _, rest = body.partition(b"\n")
-    if first.lstrip()[:1] in (b"{", b"[", b"") or first.startswith((b"8:", b"8C:")):
-        return None, body  # the first line is already data: no secret was sent
-    return first.decode("utf-8", "replace").strip(), rest
-
-
-def authenticator(request: Request) -> TokenAuthenticator:
-    return request.app.state.authenticator
-
-
 def metadata(model: ServedModel) -> dict[str, Any]:
-    """The V2 model metadata document, with labels as a parameter."""
+    """The V2 model metadata document; labels and gradients as parameters."""
     document: dict[str, Any] = {
         "name": model.name,
-        "versions": [MODEL_VERSION],
+        "versions": [model.version],
         "platform": model.platform,
         "inputs": [spec.to_dict() for spec in model.signature.inputs],
         "outputs": [spec.to_dict() for spec in model.signature.outputs],
@@ -140,10 +90,17 @@ def metadata(model: ServedModel) -> dict[str, Any]:
         parameters["labels"] = list(model.signature.labels)
     if model.description:
         parameters["description"] = model.description
+    if model.gradient:
+        parameters["gradient"] = model.gradient
+    elif model.gradient_of is None:
+        parameters["gradient_unavailable"] = model.gradient_unavailable
+    if model.gradient_of:
+        parameters["gradient_of"] = model.gradient_of
+        parameters["default_cotangent"] = "ones (the gradient of the sum of the outputs)"
     if parameters:
         document["parameters"] = parameters
     return document
 
 
 def _summary(model: ServedModel) -> dict[str, Any]:
-    return {"name": model.name, "platform": model.platform, "ready": True}
+    return {"name": model.name, "version": model.version, "platform": model.platform, "ready": True}

@@ -9,18 +9,24 @@ from __future__ import annotations
 
 import errno
 import ipaddress
-import json
 import logging
 import os
 import socket
 import time
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import uvicorn
 
 from .. import __version__
-from ..auth import TokenAuthenticator, new_secret, secure_folder, write_json_private, write_private
+from ..auth import TokenAuthenticator, new_secret, secure_folder
+from ..connection import (
+    Connection,
+    connection_path,
+    find_connection,
+    is_live,
+    publish,
+    unpublish,
+)
 from ..errors import ConfigError
 from ..registry import ModelRegistry
 from ..settings import Settings
@@ -52,7 +58,7 @@ def serve(registry: ModelRegistry, settings: Settings) -> None:
     """Serve ``registry`` until SIGINT/SIGTERM; raise ConfigError on bad settings."""
     require_loopback(settings.host)
     secure_folder(settings.home)
-    refuse_running_server(settings.connection_file)
+    refuse_running_server(settings.home)
     listener = bind(settings.host, settings.port)
     secret = new_secret()
     app = create_app(registry, TokenAuthenticator(secret, settings.token_file), settings)
@@ -64,8 +70,15 @@ def serve(registry: ModelRegistry, settings: Settings) -> None:
         timeout_keep_alive=30,
         server_header=False,
     )
-    url = f"http://{_url_host(settings.host)}:{listener.getsockname()[1]}"
-    published = ConnectionFiles(settings, url, secret, registry.names())
+    connection = Connection(
+        url=f"http://{_url_host(settings.host)}:{listener.getsockname()[1]}",
+        pid=os.getpid(),
+        token_file=settings.token_file,
+        models=registry.names(),
+        version=__version__,
+        started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    )
+    published = Publication(settings.home, connection, secret)
     server = PublishingServer(config, published.write, published.remove)
     try:
         server.run(sockets=[listener])
@@ -74,79 +87,35 @@ def serve(registry: ModelRegistry, settings: Settings) -> None:
         registry.close()
 
 
-class ConnectionFiles:
-    """The token file and ``server.json`` of one running server."""
+class Publication:
+    """The connection files of this server: written once listening, removed once."""
 
-    def __init__(self, settings: Settings, url: str, secret: str, models: list[str]) -> None:
-        self.settings = settings
-        self.document = {
-            "url": url,
-            "pid": os.getpid(),
-            "token_file": str(settings.token_file),
-            "models": models,
-            "version": __version__,
-            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        }
+    def __init__(self, home: Path, connection: Connection, secret: str) -> None:
+        self.home = home
+        self.connection = connection
         self._secret = secret
         self._written = False
 
     def write(self) -> None:
-        write_private(self.settings.token_file, self._secret + "\n")
-        write_json_private(self.settings.connection_file, self.document)
+        publish(self.home, self.connection, self._secret)
         self._written = True
-        log.info("serving %s at %s", ", ".join(self.document["models"]), self.document["url"])
-        log.info("connection file %s", self.settings.connection_file)
+        log.info("serving %s at %s", ", ".join(self.connection.models), self.connection.url)
+        log.info("connection file %s", connection_path(self.home))
 
     def remove(self) -> None:
-        """Remove both files, unless another server has replaced them since."""
-        if not self._written:
-            return
-        self._written = False
-        if read_connection(self.settings.connection_file).get("pid") == os.getpid():
-            self.settings.connection_file.unlink(missing_ok=True)
-            self.settings.token_file.unlink(missing_ok=True)
+        if self._written:
+            self._written = False
+            unpublish(self.home, self.connection)
 
 
-def read_connection(path: Path) -> dict:
-    """The connection file's document, or {} if absent or unreadable."""
-    try:
-        document = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return document if isinstance(document, dict) else {}
-
-
-def refuse_running_server(connection_file: Path) -> None:
-    """Raise if ``connection_file`` names a live server; a stale one is replaced."""
-    document = read_connection(connection_file)
-    pid, url = document.get("pid"), document.get("url")
-    if isinstance(pid, int) and pid != os.getpid() and process_alive(pid) and answers(url):
+def refuse_running_server(home: Path) -> None:
+    """Raise if the connection file of ``home`` names a live server; a stale one is replaced."""
+    running = find_connection(home)
+    if running is not None and running.pid != os.getpid() and is_live(running):
         raise ConfigError(
-            f"a server is already running (pid {pid}, see {connection_file}); "
+            f"a server is already running (pid {running.pid}, see {connection_path(home)}); "
             "stop it with 'mlbridge stop' or set MLBRIDGE_HOME to another folder"
         )
-
-
-def answers(url: object) -> bool:
-    """Whether something accepts connections at ``url`` (a reused pid is not a server)."""
-    parts = urlsplit(url) if isinstance(url, str) else None
-    if not parts or not parts.hostname or not parts.port:
-        return False
-    try:
-        socket.create_connection((parts.hostname, parts.port), timeout=1).close()
-    except OSError:
-        return False
-    return True
-
-
-def process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def require_loopback(host: str) -> None:

@@ -8,10 +8,8 @@ from typing import Any
 
 import click
 
-from ..errors import MissingDependency, MLBridgeError
-
-ARCHITECTURE_NAMES = ("mnist-mlp", "mnist-cnn", "cifar10-cnn")
-EVIDENCE_NAMES = ("asinh", "atan")
+from ..errors import MissingDependency
+from .config import ARCHITECTURE_NAMES, EVIDENCE_NAMES, TrainConfig, train_default
 
 
 def _training_modules(purpose: str) -> Any:
@@ -47,12 +45,23 @@ def _training_modules(purpose: str) -> Any:
     type=click.IntRange(min=1),
     help="Epochs [default: enough to meet the floors; 50 for the references].",
 )
-@click.option("--learning-rate", type=float, default=1e-4, show_default=True, help="Adam's rate.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option(
+    "--learning-rate",
+    type=float,
+    default=train_default("learning_rate"),
+    show_default=True,
+    help="Adam's rate.",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=train_default("batch_size"),
+    show_default=True,
+)
 @click.option(
     "--seed",
     type=int,
-    default=0,
+    default=train_default("seed"),
     show_default=True,
     help="Seeds weights, shuffling and the validation split.",
 )
@@ -64,7 +73,7 @@ def _training_modules(purpose: str) -> Any:
 @click.option(
     "--validation-fraction",
     type=click.FloatRange(0, 1, max_open=True),
-    default=0.1,
+    default=train_default("validation_fraction"),
     show_default=True,
     help="Share of the training range held for validation.",
 )
@@ -76,9 +85,9 @@ def _training_modules(purpose: str) -> Any:
 @click.option("--name", help="File stem [default: ARCH, or ARCH-EVIDENCE].")
 def train(**options: Any) -> None:
     """Train a reference architecture ARCH and report held-out accuracy."""
-    train_module, _ = _guarded(_training_modules, "mlbridge train")
-    config = train_module.TrainConfig(**options)
-    report = _guarded(train_module.train, config)
+    train_module, _ = _training_modules("mlbridge train")
+    config = TrainConfig(**options)
+    report = train_module.train(config)
     click.echo(train_module.format_report(report))
     click.echo(f"wrote {config.out / report['model_file']} and its .report.json")
 
@@ -113,20 +122,12 @@ def train(**options: Any) -> None:
 )
 def export(model: Path, formats: str, **options: Any) -> None:
     """Export MODEL (.keras, .h5 or SavedModel) and check every file against Keras."""
-    _, export_module = _guarded(_training_modules, "mlbridge export")
+    _, export_module = _training_modules("mlbridge export")
     chosen = tuple(fmt.strip() for fmt in formats.split(",") if fmt.strip())
-    sidecar = _guarded(export_module.export_model, model, chosen, **options)
+    sidecar = export_module.export_model(model, chosen, **options)
     for fmt in chosen:
         result = sidecar["exports"][fmt]
         click.echo(
             f"{result['file']}: max |difference| from Keras "
             f"{result['max_abs_difference']:.3g} on {result['samples']} samples"
         )
-
-
-def _guarded(function: Any, *args: Any, **kwargs: Any) -> Any:
-    """Call ``function``; turn domain and file errors into one-line click errors."""
-    try:
-        return function(*args, **kwargs)
-    except (MLBridgeError, ValueError, FileNotFoundError) as error:
-        raise click.ClickException(str(error)) from error

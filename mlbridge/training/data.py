@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..errors import ConfigError, DataNotFound
 
 IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.int16, 0x0C: np.int32, 0x0D: np.float32}
 
@@ -20,13 +20,13 @@ def read_idx(path: Path) -> np.ndarray:
     with opener(path, "rb") as stream:
         raw = stream.read()
     if len(raw) < 4 or raw[:2] != b"\0\0" or raw[2] not in IDX_DTYPES:
-        raise ValueError(f"{path}: not an idx file")
+        raise ConfigError(f"{path}: not an idx file")
     dtype = np.dtype(IDX_DTYPES[raw[2]]).newbyteorder(">")
     rank = raw[3]
     shape = tuple(int(n) for n in np.frombuffer(raw, ">u4", rank, offset=4))
     data = np.frombuffer(raw, dtype, offset=4 + 4 * rank)
     if data.size != int(np.prod(shape)):
-        raise ValueError(f"{path}: header says {shape}, file holds {data.size} values")
+        raise ConfigError(f"{path}: header says {shape}, file holds {data.size} values")
     return data.reshape(shape).astype(dtype.newbyteorder("="))
 
 
@@ -41,7 +41,7 @@ def _find(folder: Path, stem: str) -> Path:
     for candidate in (folder / f"{stem}.gz", folder / stem):
         if candidate.exists():
             return candidate
-    raise FileNotFoundError(f"{folder}: no {stem}[.gz]")
+    raise DataNotFound(f"{folder}: no {stem}[.gz]")
 
 
 # --- Data sets for training: a training range and a held-out report range ----------------
@@ -75,11 +75,11 @@ def load_mnist(path: Path | None = None) -> Dataset:
     if path.is_file() and path.suffix == ".npz":
         return _from_npz(path, "mnist")
     if not path.is_dir():
-        raise FileNotFoundError(f"{path}: expected a folder of MNIST idx files or an .npz file")
+        raise DataNotFound(f"{path}: expected a folder of MNIST idx files or an .npz file")
     test = load_mnist_idx(path, "t10k")
     try:
         train = load_mnist_idx(path, "train")
-    except FileNotFoundError:
+    except DataNotFound:
         return _split_single("mnist", *test)
     return Dataset("mnist", *train, *test)
 
@@ -92,7 +92,7 @@ def load_cifar10(path: Path | None = None) -> Dataset:
         return _from_npz(path, "cifar10")
     batches = sorted(path.glob("data_batch_*"))
     if not batches or not (path / "test_batch").exists():
-        raise FileNotFoundError(f"{path}: expected CIFAR-10 pickles data_batch_N and test_batch")
+        raise DataNotFound(f"{path}: expected CIFAR-10 pickles data_batch_N and test_batch")
     x_train, y_train = _stack([read_cifar_batch(batch) for batch in batches])
     x_test, y_test = read_cifar_batch(path / "test_batch")
     return Dataset("cifar10", x_train, y_train, x_test, y_test, _cifar_label_names(path))
@@ -111,7 +111,7 @@ def load_dataset(name: str, path: Path | None = None) -> Dataset:
     """The data set ``name`` ('mnist' or 'cifar10') from ``path``."""
     loaders = {"mnist": load_mnist, "cifar10": load_cifar10}
     if name not in loaders:
-        raise ValueError(f"unknown data set {name!r}; expected one of: {', '.join(loaders)}")
+        raise ConfigError(f"unknown data set {name!r}; expected one of: {', '.join(loaders)}")
     return loaders[name](path)
 
 
@@ -120,7 +120,7 @@ def split_validation(
 ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
     """A seeded random (train, validation) split of the training range."""
     if not 0.0 <= fraction < 1.0:
-        raise ValueError(f"validation fraction must be in [0, 1); got {fraction}")
+        raise ConfigError(f"validation fraction must be in [0, 1); got {fraction}")
     order = np.random.default_rng(seed).permutation(len(x))
     cut = len(x) - round(len(x) * fraction)
     keep, held = order[:cut], order[cut:]
@@ -142,7 +142,7 @@ def _from_npz(path: Path, name: str) -> Dataset:
     with np.load(path) as arrays:
         missing = {"x_train", "y_train", "x_test", "y_test"} - set(arrays.files)
         if missing:
-            raise ValueError(f"{path}: missing arrays {sorted(missing)} (Keras-style .npz)")
+            raise ConfigError(f"{path}: missing arrays {sorted(missing)} (Keras-style .npz)")
         return Dataset(
             name,
             arrays["x_train"],

@@ -8,6 +8,7 @@ from typing import Any
 
 import keras
 
+from ..errors import ConfigError
 from .layers import EvidenceTweakingLayer
 
 MNIST_LABELS = tuple(str(digit) for digit in range(10))
@@ -94,10 +95,10 @@ ARCHITECTURES = {
 
 
 def architecture(name: str) -> Architecture:
-    """The architecture called ``name``; ValueError names the known ones."""
+    """The architecture called ``name``; ConfigError names the known ones."""
     if name not in ARCHITECTURES:
         known = ", ".join(ARCHITECTURES)
-        raise ValueError(f"unknown architecture {name!r}; expected one of: {known}")
+        raise ConfigError(f"unknown architecture {name!r}; expected one of: {known}")
     return ARCHITECTURES[name]
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import platform
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,36 +12,14 @@ import keras
 import numpy as np
 
 from .. import __version__
+from ..errors import ConfigError
 from . import layers  # noqa: F401  (registers EvidenceTweakingLayer for load_model)
+from .config import DEFAULT_EPOCHS, TrainConfig
 from .data import Dataset, load_dataset, split_validation
 from .models import architecture, build_model
 
 #: Epochs that meet the floors on the 8,000 local MNIST training images with Adam(1e-4)
 #: (chosen on the validation split; docs/training.md lists the held-out results).
-DEFAULT_EPOCHS = {"mnist-mlp": 50, "mnist-cnn": 50, "cifar10-cnn": 50}
-
-
-@dataclass
-class TrainConfig:
-    """What to train, on what, and how."""
-
-    arch: str
-    out: Path
-    data: Path | None = None
-    epochs: int | None = None
-    learning_rate: float = 1e-4
-    batch_size: int = 32
-    seed: int = 0
-    evidence: str | None = None
-    validation_fraction: float = 0.1
-    limit: int | None = None  # use only the first N training images (quick runs, tests)
-    name: str | None = None
-    verbose: int | str = "auto"
-
-    @property
-    def model_name(self) -> str:
-        """The file stem: the architecture name, with the evidence squash appended."""
-        return self.name or (f"{self.arch}-{self.evidence}" if self.evidence else self.arch)
 
 
 class EpochTimer(keras.callbacks.Callback):
@@ -189,7 +166,7 @@ def _limited(array: np.ndarray, limit: int | None) -> np.ndarray:
 
 def _check_shape(data: Dataset, expected: tuple[int, ...]) -> None:
     if tuple(data.x_train.shape[1:]) != expected:
-        raise ValueError(
+        raise ConfigError(
             f"{data.name} images have shape {list(data.x_train.shape[1:])}; "
             f"the architecture expects {list(expected)}"
         )

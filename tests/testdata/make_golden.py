@@ -18,7 +18,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from conftest import v2_json
-from mlbridge.client import Client, binary_request
+from mlbridge.client import Client
+from mlbridge.codecs import v2
 from mlbridge.codecs.mathematica import format_list
 from mlbridge.codecs.wxf import loads as wxf_loads
 from mlbridge.training.data import load_mnist_idx
@@ -34,7 +35,7 @@ def image() -> np.ndarray:
 
 def requests(picture: np.ndarray) -> dict[str, tuple[bytes, dict[str, str]]]:
     """Request body and headers of each format, by file stem."""
-    v2_header, v2_tensors = binary_request({"input": picture[np.newaxis]})
+    v2_body, v2_headers = v2.encode_request({"input": picture[np.newaxis]})
     return {
         "text": (format_list(picture).encode(), {"Content-Type": "text/x-mathematica"}),
         "wxf": (
@@ -45,10 +46,7 @@ def requests(picture: np.ndarray) -> dict[str, tuple[bytes, dict[str, str]]]:
             json.dumps(v2_json(picture[np.newaxis])).encode(),
             {"Content-Type": "application/json"},
         ),
-        "v2bin": (
-            v2_header + v2_tensors,
-            {"Inference-Header-Content-Length": str(len(v2_header))},
-        ),
+        "v2bin": (v2_body, v2_headers),
     }
 
 

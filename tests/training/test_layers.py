@@ -9,6 +9,7 @@ pytestmark = pytest.mark.training
 keras = pytest.importorskip("keras")
 tf = pytest.importorskip("tensorflow")
 
+from mlbridge.errors import ConfigError  # noqa: E402
 from mlbridge.training.layers import (  # noqa: E402
     SQUASHES,
     EvidenceTweakingLayer,
@@ -102,9 +103,9 @@ def test_registered_under_mlbridge_package() -> None:
 
 
 def test_unknown_nonlinearity_names_the_known_ones() -> None:
-    with pytest.raises(ValueError, match=r"'tanh'.*asinh, atan"):
+    with pytest.raises(ConfigError, match=r"'tanh'.*asinh, atan"):
         EvidenceTweakingLayer("tanh")
-    with pytest.raises(ValueError, match="asinh, atan"):
+    with pytest.raises(ConfigError, match="asinh, atan"):
         squash("sinh")
 
 

@@ -30,10 +30,9 @@ def test_missing_tensorflow_gives_the_install_hint() -> None:
     for command in ("train mnist-mlp", "export model.keras"):
         code = (
             "import sys; sys.modules['tensorflow'] = sys.modules['keras'] = None\n"
-            "from mlbridge.training.commands import train, export\n"
+            "from mlbridge.cli import main\n"
             f"name, arg = {command.split()!r}\n"
-            "{'train': train, 'export': export}[name]([arg, '--data', sys.argv[1]]"
-            " if name == 'train' else [sys.argv[1]])\n"
+            "main([name, arg, '--data', sys.argv[1]] if name == 'train' else [name, sys.argv[1]])\n"
         )
         result = subprocess.run(
             [sys.executable, "-c", code, str(MNIST_DIR)],

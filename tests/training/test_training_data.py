@@ -11,6 +11,7 @@ import pytest
 from training_helpers import write_cifar_batches
 
 from conftest import MNIST_DIR
+from mlbridge.errors import ConfigError, DataNotFound
 from mlbridge.training.data import (
     load_cifar10,
     load_dataset,
@@ -72,7 +73,7 @@ def test_keras_style_npz(tmp_path: Path, shared_mnist) -> None:
 
 def test_npz_without_the_keras_names_is_refused(tmp_path: Path) -> None:
     np.savez(tmp_path / "bad.npz", images=np.zeros((2, 28, 28)))
-    with pytest.raises(ValueError, match=r"x_test.*x_train"):
+    with pytest.raises(ConfigError, match=r"x_test.*x_train"):
         load_mnist(tmp_path / "bad.npz")
 
 
@@ -95,12 +96,12 @@ def test_cifar_pickle_batches(cifar_dir: Path) -> None:
 
 
 def test_missing_cifar_files_are_named(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="data_batch_N and test_batch"):
+    with pytest.raises(DataNotFound, match="data_batch_N and test_batch"):
         load_cifar10(tmp_path)
 
 
 def test_unknown_dataset_names_the_known_ones() -> None:
-    with pytest.raises(ValueError, match="mnist, cifar10"):
+    with pytest.raises(ConfigError, match="mnist, cifar10"):
         load_dataset("svhn", None)
 
 

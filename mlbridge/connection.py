@@ -1,0 +1,163 @@
+"""The connection file ``server.json`` and the token file: the one owner of both.
+
+A running server publishes, in its home folder (``$MLBRIDGE_HOME``, default
+``~/.mlbridge``), first the token file (the secret) and then ``server.json``
+(URL, pid, token file path, model names). Clients, the CLI and the tests
+find the server through :func:`read_connection`; nothing else parses the file.
+Both files are written atomically with mode 0600 (see :mod:`mlbridge.auth`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from .auth import read_secret, write_json_private, write_private
+from .errors import ConfigError
+
+CONNECTION_FILE = "server.json"
+POLL_S = 0.05
+
+
+@dataclass(frozen=True)
+class Connection:
+    """What ``server.json`` says about one running server."""
+
+    url: str
+    pid: int
+    token_file: Path
+    models: list[str] = field(default_factory=list)
+    version: str = ""
+    started: str = ""
+
+    def secret(self) -> str:
+        """The secret from the token file (refused if others can read it)."""
+        return read_secret(self.token_file)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "token_file": str(self.token_file)}
+
+
+def connection_path(home: Path) -> Path:
+    """Where the connection file of the server of ``home`` lives."""
+    return home / CONNECTION_FILE
+
+
+def publish(home: Path, connection: Connection, secret: str) -> None:
+    """Write the token file, then ``server.json`` (clients rely on this order)."""
+    write_private(connection.token_file, secret + "\n")
+    write_json_private(connection_path(home), connection.to_dict())
+
+
+def unpublish(home: Path, connection: Connection) -> None:
+    """Remove both files, unless another server has replaced them since."""
+    current = find_connection(home)
+    if current is not None and current.pid == connection.pid:
+        connection_path(home).unlink(missing_ok=True)
+        connection.token_file.unlink(missing_ok=True)
+
+
+def read_connection(home: Path) -> Connection:
+    """The connection of the server of ``home``; ConfigError says why there is none."""
+    path = connection_path(home)
+    try:
+        document = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(
+            f"no mlbridge server found ({path} does not exist); start one with 'mlbridge serve'"
+        ) from None
+    except (OSError, ValueError) as error:
+        raise ConfigError(f"cannot read {path}: {error}") from None
+    return _parse(path, document)
+
+
+def find_connection(home: Path) -> Connection | None:
+    """The connection of ``home``, or None when there is no readable one."""
+    try:
+        return read_connection(home)
+    except ConfigError:
+        return None
+
+
+def _parse(path: Path, document: Any) -> Connection:
+    if not isinstance(document, dict):
+        raise ConfigError(f"{path}: expected a JSON object")
+    url, pid, token_file = document.get("url"), document.get("pid"), document.get("token_file")
+    if not isinstance(url, str) or not isinstance(pid, int) or not isinstance(token_file, str):
+        raise ConfigError(f"{path}: expected string 'url', integer 'pid', string 'token_file'")
+    models = document.get("models", [])
+    return Connection(
+        url=url,
+        pid=pid,
+        token_file=Path(token_file),
+        models=[str(m) for m in models] if isinstance(models, list) else [],
+        version=str(document.get("version", "")),
+        started=str(document.get("started", "")),
+    )
+
+
+def wait_for_server(
+    home: Path, pid: int, timeout_s: float, exited: Callable[[], int | None]
+) -> Connection:
+    """Wait until ``server.json`` names ``pid``; ``exited()`` returns the child's status or None.
+
+    Raises ConfigError when the child exits first or the time runs out.
+    """
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        connection = find_connection(home)
+        if connection is not None and connection.pid == pid:  # not a stale earlier file
+            return connection
+        status = exited()
+        if status is not None:
+            raise ConfigError(f"the server exited (status {status}) before it was ready")
+        time.sleep(POLL_S)
+    raise ConfigError(f"the server did not start within {timeout_s:g} s")
+
+
+def wait_for_exit(home: Path, pid: int, timeout_s: float) -> bool:
+    """Wait until the server ``pid`` is gone or has removed its connection file."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        current = find_connection(home)
+        if current is None or current.pid != pid or not process_alive(pid):
+            return True
+        time.sleep(POLL_S)
+    return False
+
+
+def is_live(connection: Connection) -> bool:
+    """Whether the named process runs and its URL accepts connections (pids get reused)."""
+    return process_alive(connection.pid) and answers(connection.url)
+
+
+def answers(url: str) -> bool:
+    """Whether something accepts TCP connections at ``url``."""
+    parts = urlsplit(url)
+    if not parts.hostname or not parts.port:
+        return False
+    try:
+        socket.create_connection((parts.hostname, parts.port), timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process with this pid exists."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
