@@ -2,7 +2,7 @@
 
 Run: python bench/original_design.py MODEL.onnx PORT TOKEN_FILE
 It parses with ast.literal_eval, answers Python float text, and 501 on any error,
-as FIELD-NOTES describes. Only the benchmark uses it.
+as our measurements of the original design found it. Only the benchmark uses it.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ import http.client
 import json
 from math import prod
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -58,6 +58,8 @@ class Client:
             token if token is not None else (read_secret(Path(token_file)) if token_file else None)
         )
         parts = urlsplit(self.url)
+        if parts.scheme != "http" or not parts.hostname:
+            raise ConfigError(f"expected a server URL such as http://127.0.0.1:8123; got {url!r}")
         self._connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=TIMEOUT_S)
         self._metadata: dict[str, dict[str, Any]] = {}
 
@@ -76,6 +78,12 @@ class Client:
 
     def live(self) -> bool:
         return bool(self._json("GET", "/v2/health/live").get("live"))
+
+    @overload
+    def predict(self, model: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+    @overload
+    def predict(self, model: str, inputs: np.ndarray) -> np.ndarray: ...
 
     def predict(
         self,

@@ -9,7 +9,7 @@ routes make on a model's gradient companion.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from math import prod
 from typing import TypeVar
 
@@ -280,8 +280,8 @@ def select_outputs(
     return {name: outputs[name] for name in wanted}
 
 
-def _describe_all(specs: object) -> str:
-    return ", ".join(spec.describe() for spec in specs)  # type: ignore[attr-defined]
+def _describe_all(specs: Iterable[TensorSpec]) -> str:
+    return ", ".join(spec.describe() for spec in specs)
 
 
 def _v2_name(dtype: np.dtype) -> str:

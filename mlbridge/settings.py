@@ -8,6 +8,7 @@ the default. ``docs/settings.md`` documents every row (a test checks it).
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,10 +73,10 @@ class Settings:
         return self.max_body_mb * 1024 * 1024
 
 
-def load_settings(environ: dict[str, str] | None = None, **overrides: Any) -> Settings:
+def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
     """Resolve settings from defaults, the environment, then ``overrides``."""
-    environ = os.environ if environ is None else environ
-    raw = {s.name: environ.get(s.env_var, s.default) for s in SETTINGS}
+    source: Mapping[str, str] = os.environ if environ is None else environ
+    raw = {s.name: source.get(s.env_var, s.default) for s in SETTINGS}
     raw.update({k: v for k, v in overrides.items() if v is not None})
     return _convert(raw)
 

@@ -281,9 +281,9 @@ def format_list(array: np.ndarray) -> str:
     return words[0] if array.ndim == 0 else _nest(words, array.shape)
 
 
-def format_number(value: object, dtype: np.dtype) -> str:
+def format_number(value: float | int, dtype: np.dtype) -> str:
     """One number in InputForm: reals always carry a point and use ``*^``."""
-    return _real(float(value), dtype) if dtype.kind == "f" else str(int(value))  # type: ignore[arg-type]
+    return _real(float(value), dtype) if dtype.kind == "f" else str(int(value))
 
 
 def _real(value: float, dtype: np.dtype) -> str:

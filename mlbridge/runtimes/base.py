@@ -12,6 +12,7 @@ override ``gradient_runtime`` when the engine can differentiate its model.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +53,6 @@ class Runtime(ABC):
         """Release engine resources; the default does nothing."""
 
 
-def dims(shape: object) -> tuple[int, ...]:
+def dims(shape: Iterable[object]) -> tuple[int, ...]:
     """Normalise a runtime's shape (None, symbolic names, -1) to ints, -1 = any."""
-    return tuple(d if isinstance(d, int) and d >= 0 else -1 for d in shape)  # type: ignore[attr-defined]
+    return tuple(d if isinstance(d, int) and d >= 0 else -1 for d in shape)

@@ -59,4 +59,4 @@ class KerasRuntime(Runtime):
 
 def _spec(tensor: object, name: str) -> TensorSpec:
     dtype = np.dtype(str(getattr(tensor, "dtype", "float32")))
-    return TensorSpec(name, v2_datatype(dtype), dims(tensor.shape))  # type: ignore[attr-defined]
+    return TensorSpec(name, v2_datatype(dtype), dims(getattr(tensor, "shape", ())))
