@@ -132,9 +132,9 @@ class InferenceService:
         then has the shape of one output or of the batch's outputs.
         """
         model = self.registry.get(model_name)
+        companion = self.registry.get(model.companion_name())  # says why there is none
         spec = sole_input(model)
         single, batch = as_batch(model, spec, x)
-        companion = self.registry.get(model.companion_name())
         inputs = {spec.name: batch}
         if cotangent is not None:
             out = model.signature.outputs[0]
@@ -150,6 +150,7 @@ class InferenceService:
     async def jacobian(self, model_name: str, x: np.ndarray) -> np.ndarray:
         """The Jacobian at one example, shape (output shape + input shape), in one VJP call."""
         model = self.registry.get(model_name)
+        model.companion_name()  # says why there is none, before any work
         spec = sole_input(model)
         single, batch = as_batch(model, spec, x)
         if not single:
