@@ -7,7 +7,7 @@ MNIST ?= ../shared/data/mnist
 DEMO_BUILD ?= build/demo-models
 DEMO_DIR = mlbridge/demo_models
 
-.PHONY: demo-models test test-fast lint bench golden
+.PHONY: demo-models demo-functions test test-fast lint bench golden
 
 test:        ## the whole suite, as CI runs it
 	scripts/test
@@ -30,3 +30,7 @@ demo-models:
 	$(PYTHON) -m mlbridge train mnist-cnn --data $(MNIST) --out $(DEMO_BUILD) --seed 0
 	$(PYTHON) -m mlbridge export $(DEMO_BUILD)/mnist-mlp.keras --to onnx --data $(MNIST) --out $(DEMO_DIR) --name mnist
 	$(PYTHON) -m mlbridge export $(DEMO_BUILD)/mnist-cnn.keras --to onnx --data $(MNIST) --out $(DEMO_DIR) --name mnist-cnn
+
+demo-functions:  ## re-export the bundled JAX functions and their gradients (the functions extra)
+	$(PYTHON) -m mlbridge export-fn mlbridge/demo_functions/box_volume.py:box_volume --input 3:float64 --out $(DEMO_DIR)
+	$(PYTHON) -m mlbridge export-fn mlbridge/demo_functions/lennard_jones.py:lennard_jones --input 13,3:float64 --out $(DEMO_DIR) --name lj13

@@ -11,13 +11,14 @@ import logging
 import os
 import signal
 import sys
-import time
 from pathlib import Path
 
 import click
 
 from . import __version__
+from .connection import connection_path, read_connection, wait_for_exit, wait_for_server
 from .errors import ConfigError, MLBridgeError
+from .functions.commands import export_fn
 from .settings import Settings, load_settings, setting_help, settings_environment
 from .training.commands import export, train
 
@@ -66,7 +67,7 @@ def serve(models: tuple[Path, ...], detach: bool, **flags) -> None:
     from .server.run import serve as run_server
 
     registry = load_registry(list(models), threads=settings.threads, strict=settings.strict)
-    if not registry.models:
+    if not len(registry):
         raise ConfigError("no model could be loaded; nothing to serve")
     run_server(registry, settings)
 
@@ -74,8 +75,6 @@ def serve(models: tuple[Path, ...], detach: bool, **flags) -> None:
 def _serve_detached(settings: Settings, models: tuple[Path, ...]) -> None:
     """Start `mlbridge serve` in its own session with the same settings; wait until ready."""
     import subprocess
-
-    from .server.run import read_connection
 
     settings.home.mkdir(mode=0o700, parents=True, exist_ok=True)
     log_path = settings.home / "server.log"
@@ -88,16 +87,11 @@ def _serve_detached(settings: Settings, models: tuple[Path, ...]) -> None:
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
-    deadline = time.monotonic() + DETACH_TIMEOUT_S
-    while time.monotonic() < deadline:
-        connection = read_connection(settings.connection_file)
-        if connection.get("pid") == child.pid:
-            click.echo(connection["url"])
-            return
-        if child.poll() is not None:
-            raise ConfigError(f"the server exited (status {child.returncode}); see {log_path}")
-        time.sleep(0.05)
-    raise ConfigError(f"the server did not start within {DETACH_TIMEOUT_S} s; see {log_path}")
+    try:
+        connection = wait_for_server(settings.home, child.pid, DETACH_TIMEOUT_S, child.poll)
+    except ConfigError as error:
+        raise ConfigError(f"{error.message}; see {log_path}") from None
+    click.echo(connection.url)
 
 
 @main.command()
@@ -115,33 +109,32 @@ def models() -> None:
 
 @main.command()
 def status() -> None:
-    """Say whether a server runs, where, and what it serves."""
+    """Say whether a server runs, where, what it serves, and its connection files."""
     from .client import Client
 
-    client = Client()
+    home = load_settings().home
+    connection = read_connection(home)
+    client = Client(home=home)
     info = client.server_metadata()
     click.echo(f"mlbridge {info['version']} running at {client.url} (pid {info['pid']})")
     click.echo(f"models: {', '.join(client.models())}")
+    click.echo(f"connection file: {connection_path(home)}")
+    click.echo(f"token file: {connection.token_file}")
 
 
 @main.command()
 def stop() -> None:
     """Stop the server named in the connection file."""
     from .client import Client
-    from .server.run import process_alive, read_connection
 
-    client = Client()
+    home = load_settings().home
+    client = Client(home=home)
     pid = client.server_metadata()["pid"]  # asks the server itself: never signal a stranger
     os.kill(pid, signal.SIGTERM)
-    connection = load_settings().connection_file
-    deadline = time.monotonic() + STOP_TIMEOUT_S
-    while time.monotonic() < deadline:
-        # A stopping server removes its connection file; a killed one is simply gone.
-        if read_connection(connection).get("pid") != pid or not process_alive(pid):
-            click.echo(f"stopped the server (pid {pid})")
-            return
-        time.sleep(0.05)
-    raise ConfigError(f"the server (pid {pid}) did not stop within {STOP_TIMEOUT_S} s")
+    # A stopping server removes its connection file; a killed one is simply gone.
+    if not wait_for_exit(home, pid, STOP_TIMEOUT_S):
+        raise ConfigError(f"the server (pid {pid}) did not stop within {STOP_TIMEOUT_S} s")
+    click.echo(f"stopped the server (pid {pid})")
 
 
 @main.command()
@@ -170,6 +163,8 @@ def predict(model: str, source: str, key: str | None, output: Path | None, argma
         click.echo(json.dumps(result.tolist()))
 
 
-# Training commands import TensorFlow only when they run.
+# Training and export commands import TensorFlow or JAX only when they run.
 main.add_command(train)
 main.add_command(export)
+main.add_command(export_fn)
+main.add_command(export_fn)

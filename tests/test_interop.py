@@ -9,7 +9,7 @@ import tritonclient.http as triton
 from wolframclient.deserializers import binary_deserialize
 from wolframclient.serializers import export
 
-from conftest import v2_json
+from support import v2_json
 from mlbridge.client import Client, ServerError
 
 
@@ -83,7 +83,10 @@ def test_wxf_compressed_and_wxf_errors(server, mnist) -> None:
 def test_python_client_discovers_the_server(server, mnist) -> None:
     images, labels = mnist
     with Client(home=server.home) as client:
-        assert client.models() == ["mnist", "mnist-cnn"]
+        assert client.models() == [
+            *("box_volume", "box_volume.vjp", "lj13", "lj13.vjp"),
+            *("mnist", "mnist-cnn", "mnist-cnn.vjp", "mnist.vjp"),
+        ]
         logits = client.predict("mnist-cnn", images)
         assert logits.shape == (2000, 10) and np.mean(logits.argmax(1) == labels) >= 0.97
         assert client.predict("mnist", images[0]).shape == (10,)
