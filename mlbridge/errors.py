@@ -19,6 +19,7 @@ clients can branch on. The tree::
     ├── InferenceFailed   500     the runtime failed on valid input
     └── ConfigError       --      bad settings, arguments or files (CLI: one line)
         ├── MissingDependency --  an optional extra is needed but not installed
+        ├── ExportCheckFailed --  an exported file disagrees with its source
         └── DataNotFound  --      a data set file or folder is missing
 """
 
@@ -141,3 +142,9 @@ class DataNotFound(ConfigError):
     """Raised when a data set's file or folder is missing."""
 
     code = "DataNotFound"
+
+
+class ExportCheckFailed(ConfigError):
+    """Raised when an exported file disagrees with its source or cannot run in its runtime."""
+
+    code = "ExportCheckFailed"

@@ -30,9 +30,11 @@ from .protocol import (
     InferenceRequest,
     InferenceResponse,
     TensorSpec,
+    cotangent_name,
+    gradient_name,
     numpy_dtype,
 )
-from .registry import ModelRegistry, ServedModel, cotangent_name, gradient_name
+from .registry import ModelRegistry, ServedModel
 
 T = TypeVar("T")
 INLINE_MAX_VALUES = 4096  # five 28x28 images: tens of microseconds for the demo models

@@ -47,6 +47,21 @@ def v2_datatype(dtype: np.dtype) -> str:
         raise BadRequest(f"numpy dtype {np.dtype(dtype)} has no V2 datatype") from None
 
 
+# The gradient companion's tensor names (see mlbridge.registry): one owner of the convention.
+COTANGENT_SUFFIX = "_cotangent"  # the input carrying dy for output OUTPUT
+GRAD_SUFFIX = "_grad"  # the output carrying dx for input INPUT
+
+
+def cotangent_name(output: str) -> str:
+    """The gradient companion's input that carries the cotangent of ``output``."""
+    return output + COTANGENT_SUFFIX
+
+
+def gradient_name(input_name: str) -> str:
+    """The gradient companion's output that carries the gradient for ``input_name``."""
+    return input_name + GRAD_SUFFIX
+
+
 @dataclass(frozen=True)
 class TensorSpec:
     """One named input or output: V2 datatype and shape (-1 = any size)."""

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from .errors import ConfigError, GradientUnavailable, MLBridgeError, ModelLoadError, ModelNotFound
 from .model_config import ModelConfig, read_model_config
-from .protocol import ModelSignature, TensorSpec
+from .protocol import ModelSignature, TensorSpec, cotangent_name, gradient_name
 from .runtimes import RUNTIMES, OnnxRuntime, Runtime
 
 log = logging.getLogger("mlbridge")
@@ -230,7 +230,7 @@ def _companion(model: ServedModel, threads: int) -> ServedModel | str:
     config = ModelConfig(description=f"vector-Jacobian product of {model.name!r}")
     return ServedModel(
         model.name + COMPANION_SUFFIX, runtime.path, runtime, signature, config,
-        gradient_of=model.name,
+        gradient_of=model.name, gradient_unavailable=f"it is the gradient of {model.name!r}",
     )  # fmt: skip
 
 
@@ -261,13 +261,3 @@ def check_companion(model: ServedModel, companion: ModelSignature) -> None:
             f"its gradient file takes {got_inputs} and gives {got_outputs}; expected "
             f"{expected_inputs} and {expected_outputs}"
         )
-
-
-def cotangent_name(output: str) -> str:
-    """The companion's input that carries the cotangent of ``output``."""
-    return f"{output}_cotangent"
-
-
-def gradient_name(input_name: str) -> str:
-    """The companion's output that carries the gradient for ``input_name``."""
-    return f"{input_name}_grad"

@@ -25,27 +25,20 @@ from typing import Any
 import jax
 import numpy as np
 
-from ..errors import ConfigError
-from ..protocol import TensorSpec, v2_datatype
+from ..errors import ConfigError, ExportCheckFailed
+from ..protocol import GRAD_SUFFIX, TensorSpec, cotangent_name, gradient_name, v2_datatype
 
 SAMPLES = 16
 TOLERANCES = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-9}
-DTYPES = {"float32": np.dtype(np.float32), "float64": np.dtype(np.float64)}
+DTYPES: dict[str, np.dtype] = {"float32": np.dtype(np.float32), "float64": np.dtype(np.float64)}
 SCALAR = "scalar"
 BATCH = "batch"
 OUTPUT_NAME = "output"
-COTANGENT_NAME = "output_cotangent"
-GRADIENT_SUFFIX = "_grad"
+COTANGENT_NAME = cotangent_name(OUTPUT_NAME)
 # Any onnxruntime mlbridge supports (>= 1.17) runs opset 18; jax2onnx's default, 23, needs a
 # recent one. Measured on 16 functions: 18 converted as many as 23, and more than 17 (at 17
 # jax2onnx wrote ReduceMean in its opset-18 form, which onnx.checker rejects).
 OPSET = 18
-
-
-class ExportCheckFailed(ConfigError):
-    """Raised when jax2onnx cannot convert the function or its ONNX disagrees with JAX."""
-
-    code = "ExportCheckFailed"
 
 
 @dataclass(frozen=True)
@@ -373,7 +366,7 @@ def _check_names(source: str, arguments: Sequence[Argument]) -> None:
     if clashes:
         raise ConfigError(
             f"{source}: parameter names clash with the served names {clashes} "
-            f"('{OUTPUT_NAME}', '{COTANGENT_NAME}', NAME{GRADIENT_SUFFIX}); rename the parameters"
+            f"('{OUTPUT_NAME}', '{COTANGENT_NAME}', NAME{GRAD_SUFFIX}); rename the parameters"
         )
 
 
@@ -382,7 +375,7 @@ def _cotangent(result: Argument) -> Argument:
 
 
 def _gradient(argument: Argument) -> Argument:
-    return Argument(argument.name + GRADIENT_SUFFIX, argument.shape, argument.dtype)
+    return Argument(gradient_name(argument.name), argument.shape, argument.dtype)
 
 
 def _default_tolerance(arguments: Sequence[Argument], result: Argument) -> float:
@@ -427,7 +420,7 @@ def _symbolic_dims_in_onnx_ir() -> Iterator[None]:
     # jax2onnx 0.17.1's lax.pad lowering (pad is the transpose of x[0], so in most gradients)
     # hands JAX's symbolic 'batch' to onnx_ir.Shape, which calls int() on it and fails; the
     # plugin stamps the same shape by name right after. Name such dims during the conversion.
-    core = importlib.import_module("onnx_ir._core")
+    core: Any = importlib.import_module("onnx_ir._core")  # a private module: untyped use
     original = getattr(core, "_maybe_convert_to_symbolic_dim", None)
     if original is None:  # a newer onnx_ir: nothing to mend
         yield

@@ -120,6 +120,12 @@ def train(**options: Any) -> None:
     show_default=True,
     help="Largest accepted absolute difference from Keras.",
 )
+@click.option(
+    "--grad",
+    is_flag=True,
+    help="Also write NAME.vjp.onnx, the model's vector-Jacobian product, checked against "
+    "tf.GradientTape and float64 finite differences (needs onnx in --to).",
+)
 def export(model: Path, formats: str, **options: Any) -> None:
     """Export MODEL (.keras, .h5 or SavedModel) and check every file against Keras."""
     _, export_module = _training_modules("mlbridge export")
@@ -130,4 +136,11 @@ def export(model: Path, formats: str, **options: Any) -> None:
         click.echo(
             f"{result['file']}: max |difference| from Keras "
             f"{result['max_abs_difference']:.3g} on {result['samples']} samples"
+        )
+    if options["grad"]:
+        gradient = sidecar["gradient"]
+        click.echo(
+            f"{gradient['file']}: max |difference| from tf.GradientTape "
+            f"{gradient['max_abs_difference']:.3g} on {gradient['samples']} samples; "
+            f"relative error against float64 differences {gradient['max_relative_error_fd64']:.3g}"
         )

@@ -4,6 +4,9 @@ Every file is run in the runtime the server uses (onnxruntime; the LiteRT interp
 built-in ops only) on sample inputs and compared with Keras; a difference above the
 tolerance removes the file and raises :class:`ExportCheckFailed`. Beside the files goes
 the sidecar ``NAME.json`` the server reads: names, shapes, labels, provenance.
+
+With ``grad``, the ONNX file's vector-Jacobian product goes beside it as ``NAME.vjp.onnx``
+(see :mod:`.export_grad`).
 """
 
 from __future__ import annotations
@@ -18,21 +21,16 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ..errors import MLBridgeError
+from ..errors import ConfigError, DataNotFound, ExportCheckFailed
 from . import layers  # noqa: F401  (registers EvidenceTweakingLayer for load_model)
 from .data import load_dataset
+from .export_grad import gradient_entry
 from .train import load_model, report_path
 
 FORMATS = ("onnx", "tflite")
 TOLERANCE = 1e-4
 SAMPLES = 256
 INPUT_NAME, OUTPUT_NAME = "input", "output"
-
-
-class ExportCheckFailed(MLBridgeError):
-    """Raised when an exported file disagrees with Keras or cannot run in its runtime."""
-
-    code = "ExportCheckFailed"
 
 
 def export_model(
@@ -43,16 +41,22 @@ def export_model(
     data: Path | None = None,
     samples: int = SAMPLES,
     tolerance: float = TOLERANCE,
+    grad: bool = False,
 ) -> dict[str, Any]:
     """Export ``model_path`` to ``formats`` in ``out``; return the sidecar written beside them.
 
     The files are checked on the first ``samples`` held-out images of ``data``, or on seeded
-    random inputs without it.
+    random inputs without it. ``grad`` adds the checked gradient model ``NAME.vjp.onnx``.
     """
     unknown = set(formats) - set(FORMATS)
     if unknown:
         known = ", ".join(FORMATS)
-        raise ValueError(f"unknown export format(s) {sorted(unknown)}; expected: {known}")
+        raise ConfigError(f"unknown export format(s) {sorted(unknown)}; expected: {known}")
+    if grad and "onnx" not in formats:
+        raise ConfigError(
+            f"--grad builds NAME.vjp.onnx from the ONNX export: add onnx to the formats "
+            f"(got: {', '.join(formats)})"
+        )
     model = load_source(model_path)
     out = out or model_path.parent
     name = name or model_path.stem
@@ -63,7 +67,10 @@ def export_model(
         fmt: _export_checked(model, fmt, out / f"{name}.{fmt}", inputs, expected, tolerance)
         for fmt in formats
     }
+    gradient = gradient_entry(model, out, name, formats, grad, inputs)
     sidecar = build_sidecar(model, model_path, out / f"{name}.json", results)
+    if gradient:
+        sidecar["gradient"] = gradient
     (out / f"{name}.json").write_text(json.dumps(sidecar, indent=2) + "\n")
     return sidecar
 
@@ -73,7 +80,7 @@ def load_source(path: Path) -> Any:
     if path.is_dir() and (path / "saved_model.pb").exists():
         return _wrap_saved_model(path)
     if path.suffix not in (".keras", ".h5") or not path.is_file():
-        raise FileNotFoundError(f"{path}: expected a .keras or .h5 file or a SavedModel folder")
+        raise DataNotFound(f"{path}: expected a .keras or .h5 file or a SavedModel folder")
     return load_model(path)
 
 
@@ -83,7 +90,7 @@ def heldout_samples(model: Any, data: Path, count: int = SAMPLES) -> np.ndarray:
     dataset = "cifar10" if shape == (32, 32, 3) else "mnist"
     images = load_dataset(dataset, data).scaled().x_heldout[:count]
     if images.shape[1:] != shape:
-        raise ValueError(
+        raise ConfigError(
             f"{data}: images of shape {list(images.shape[1:])}; the model takes {list(shape)}"
         )
     return images
@@ -230,11 +237,11 @@ def _wrap_saved_model(path: Path) -> Any:
     loaded = tf.saved_model.load(str(path))
     specs = list(loaded.signatures["serving_default"].structured_input_signature[1].values())
     if len(specs) != 1:
-        raise ValueError(f"{path}: serving_default takes {len(specs)} inputs; expected one")
+        raise ConfigError(f"{path}: serving_default takes {len(specs)} inputs; expected one")
     inputs = keras.Input(tuple(specs[0].shape[1:]), name=INPUT_NAME)
     outputs = keras.layers.TFSMLayer(str(path), call_endpoint="serving_default")(inputs)
     if isinstance(outputs, dict):
         if len(outputs) != 1:
-            raise ValueError(f"{path}: serving_default has {len(outputs)} outputs; expected one")
+            raise ConfigError(f"{path}: serving_default has {len(outputs)} outputs; expected one")
         (outputs,) = outputs.values()
     return keras.Model(inputs, outputs, name=path.name)
