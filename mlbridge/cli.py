@@ -53,6 +53,8 @@ def main() -> None:
 )
 @click.option("--threads", type=int, help=setting_help("threads"))
 @click.option("--workers", type=int, help=setting_help("workers"))
+@click.option("--max-batch-size", type=int, help=setting_help("max_batch_size"))
+@click.option("--batch-delay-us", type=int, help=setting_help("batch_delay_us"))
 @click.option("--strict", is_flag=True, default=None, help=setting_help("strict"))
 @click.option("--access-log", is_flag=True, default=None, help=setting_help("access_log"))
 @click.option("--detach", is_flag=True, help="Run in the background; return once it is ready.")
@@ -166,5 +168,4 @@ def predict(model: str, source: str, key: str | None, output: Path | None, argma
 # Training and export commands import TensorFlow or JAX only when they run.
 main.add_command(train)
 main.add_command(export)
-main.add_command(export_fn)
 main.add_command(export_fn)

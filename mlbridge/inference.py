@@ -10,12 +10,14 @@ routes make on a model's gradient companion.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from functools import partial
 from math import prod
 from typing import TypeVar
 
 import numpy as np
 from anyio import CapacityLimiter, to_thread
 
+from .batching import NO_BATCHING, Batcher, BatchPolicy
 from .errors import (
     BadRequest,
     DatatypeMismatch,
@@ -73,9 +75,13 @@ class Executor:
 class InferenceService:
     """Runs validated requests, and gradients, through the :class:`Executor`."""
 
-    def __init__(self, registry: ModelRegistry, workers: int = 4) -> None:
+    def __init__(
+        self, registry: ModelRegistry, workers: int = 4, batching: BatchPolicy = NO_BATCHING
+    ) -> None:
         self.registry = registry
         self.executor = Executor(workers)
+        self.batching = batching  # the server-wide policy; a model's config may override it
+        self._batchers: dict[str, Batcher | None] = {}
 
     def model(self, name: str, version: str | None = None) -> ServedModel:
         """The served model ``name``; a version other than the served one is ModelNotFound."""
@@ -109,8 +115,34 @@ class InferenceService:
     async def _outputs(
         self, model: ServedModel, inputs: dict[str, np.ndarray]
     ) -> dict[str, np.ndarray]:
+        """Run the model, through its batcher when it batches."""
+        batcher = self._batcher(model)
+        if batcher is None:
+            return await self._run_model(model, inputs)
+        return await batcher.submit(inputs)
+
+    async def _run_model(
+        self, model: ServedModel, inputs: dict[str, np.ndarray]
+    ) -> dict[str, np.ndarray]:
         values = sum(array.size for array in inputs.values())
         return await self.executor.run_model(model, values, lambda: _predict(model, inputs))
+
+    def _batcher(self, model: ServedModel) -> Batcher | None:
+        """The model's batcher (made on first use), or None when it does not batch."""
+        if model.name not in self._batchers:
+            policy = model.config.batching or self.batching
+            batchable = policy.enabled and model.signature.batchable()
+            run = partial(self._run_model, model)
+            self._batchers[model.name] = Batcher(policy, run) if batchable else None
+        return self._batchers[model.name]
+
+    def batch_statistics(self) -> dict[str, float]:
+        """Per batching model: the mean number of requests merged into one runtime call."""
+        return {
+            name: batcher.mean_batch_size
+            for name, batcher in self._batchers.items()
+            if batcher is not None
+        }
 
     async def infer_tensor(self, model_name: str, array: np.ndarray) -> np.ndarray:
         """The CAS endpoint's call: one untyped tensor in, the first output out.

@@ -10,6 +10,8 @@ description         one line shown in the model's metadata
 inputs, outputs     the signature as exported; checked against the model file
 gradient            ``false`` (serve no gradient), or the gradient companion:
                     ``{"file": "NAME.vjp.onnx", ...}`` plus its export checks
+batching            ``{"max_batch_size": N, "max_delay_us": D}``: this model's dynamic
+                    batching, overriding the server's settings (N <= 1: off)
 provenance keys     ``source``, ``architecture``, ``evidence``, ``parameters``,
                     ``heldout_accuracy``, ``epochs``, ``exports``: what built the
                     file and how it was checked; kept, not interpreted
@@ -23,13 +25,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .batching import BatchPolicy
 from .errors import ModelLoadError
 from .protocol import TensorSpec
 
 PROVENANCE_KEYS = frozenset(
     {"source", "architecture", "evidence", "parameters", "heldout_accuracy", "epochs", "exports"}
 )
-KNOWN_KEYS = frozenset({"labels", "description", "inputs", "outputs", "gradient"}) | PROVENANCE_KEYS
+KNOWN_KEYS = (
+    frozenset({"labels", "description", "inputs", "outputs", "gradient", "batching"})
+    | PROVENANCE_KEYS
+)
+BATCHING_KEYS = frozenset({"max_batch_size", "max_delay_us"})
 GRADIENT_KEYS = frozenset(
     {"file", "checked_against", "max_abs_difference", "max_relative_error_fd64", "samples"}
 )
@@ -53,6 +60,7 @@ class ModelConfig:
     inputs: tuple[TensorSpec, ...] | None = None
     outputs: tuple[TensorSpec, ...] | None = None
     gradient: GradientConfig = GradientConfig()
+    batching: BatchPolicy | None = None  # None: the server's settings
     provenance: dict[str, Any] = field(default_factory=dict)
     source: Path | None = None  # the file it was read from
 
@@ -82,6 +90,7 @@ def parse_model_config(document: dict[str, Any], path: Path) -> ModelConfig:
         inputs=_specs(path, document, "inputs"),
         outputs=_specs(path, document, "outputs"),
         gradient=_gradient(path, document.get("gradient", True)),
+        batching=_batching(path, document.get("batching")),
         provenance={k: v for k, v in document.items() if k in PROVENANCE_KEYS},
         source=path,
     )
@@ -119,3 +128,15 @@ def _gradient(path: Path, value: Any) -> GradientConfig:
         raise ModelLoadError(f"{path}: 'gradient.file' must be a file name")
     checks = {k: v for k, v in value.items() if k != "file"}
     return GradientConfig(enabled=True, file=file, checks=checks)
+
+
+def _batching(path: Path, value: Any) -> BatchPolicy | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ModelLoadError(f"{path}: 'batching' must be an object with max_batch_size")
+    _refuse_unknown(path, value, BATCHING_KEYS, " in 'batching'")
+    numbers = {key: value.get(key, 0) for key in BATCHING_KEYS}
+    if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in numbers.values()):
+        raise ModelLoadError(f"{path}: 'batching' values must be whole numbers >= 0")
+    return BatchPolicy(**numbers)

@@ -92,6 +92,10 @@ class ModelSignature:
     outputs: tuple[TensorSpec, ...]
     labels: tuple[str, ...] | None = None
 
+    def batchable(self) -> bool:
+        """Whether every input and output has a leading batch axis of any size."""
+        return all(spec.shape[:1] == (-1,) for spec in (*self.inputs, *self.outputs))
+
     def input(self, name: str) -> TensorSpec:
         """Return the input spec called ``name``."""
         for spec in self.inputs:

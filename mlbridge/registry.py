@@ -112,12 +112,20 @@ def load_registry(paths: list[Path], threads: int = 1, strict: bool = False) -> 
             failures.append((source.model_file, f"a model named {source.name!r} is already served"))
             continue
         try:
-            for model in load_model(source, threads):
-                loaded[model.name] = model
+            model, *companions = load_model(source, threads)
         except MLBridgeError as error:
             failures.append((source.model_file, error.message))
         except Exception as error:  # a broken file may raise anything from its engine
             failures.append((source.model_file, f"{type(error).__name__}: {error}"))
+            continue
+        loaded[model.name] = model
+        for companion in companions:
+            if companion.name in loaded:  # a model of that name came first: it stays
+                model.gradient = None
+                model.gradient_unavailable = f"a model named {companion.name!r} is already served"
+                companion.runtime.close()
+            else:
+                loaded[companion.name] = companion
     for path, reason in failures:
         log.error("could not load %s: %s", path, reason)
     if failures and strict:

@@ -37,6 +37,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("threads", 2, "Threads each model runtime may use for one request."),
     Setting("workers", 4, "Requests computed at once (the inference thread pool)."),
     Setting("max_body_mb", 512, "Largest request body accepted, in MiB."),
+    Setting("max_batch_size", 64, "Dynamic batching: most rows merged into one call (1: off)."),
+    Setting("batch_delay_us", 0, "Dynamic batching: longest wait for more requests, in µs."),
     Setting("strict", False, "Refuse to start if any model fails to load."),
     Setting("access_log", False, "Log one line per request (never the secret)."),
 )
@@ -65,6 +67,8 @@ class Settings:
     threads: int
     workers: int
     max_body_mb: int
+    max_batch_size: int
+    batch_delay_us: int
     strict: bool
     access_log: bool
 

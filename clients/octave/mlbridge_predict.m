@@ -29,13 +29,10 @@ function logits = mlbridge_predict(model, x, conn)
   end
   check_arguments(model, x);
   spec = mlbridge_input_spec(conn, model);
-  dims = size(x);
-  if numel(spec.shape) == numel(dims) + 1
-    dims = [1 dims];  % one sample given without its batch dimension
-  end
-  body = request_body(spec, dims, x);
+  dims = mlbridge_wire_dims(spec, x);
+  body = ['{"inputs":[' mlbridge_v2_tensor(spec.name, spec.datatype, dims, x) ']}'];
   reply = mlbridge_http(conn, 'POST', ['/v2/models/' model '/infer'], body);
-  logits = output_array(reply.outputs(1));
+  logits = mlbridge_v2_array(reply.outputs(1));
 end
 
 function check_arguments(model, x)
@@ -46,34 +43,5 @@ function check_arguments(model, x)
     error('mlbridge:usage', ...
           'mlbridge_predict: X must be a real numeric array (28x28 or N x 28 x 28); got %s', ...
           class(x));
-  end
-end
-
-function body = request_body(spec, dims, x)
-  % Reversing the dimensions turns column-major storage into the row-major
-  % (C) order of the V2 "data" field.
-  data = permute(double(x), ndims(x):-1:1);
-  numbers = sprintf('%.9g,', data(:));
-  shape = sprintf('%d,', dims);
-  body = ['{"inputs":[{"name":' jsonencode(spec.name), ...
-          ',"datatype":' jsonencode(spec.datatype), ...
-          ',"shape":[' shape(1:end-1) '],"data":[' numbers(1:end-1) ']}]}'];
-end
-
-function out = output_array(output)
-  shape = double(output.shape(:).');
-  data = output.data;
-  if ~isvector(data)
-    data = permute(data, ndims(data):-1:1);  % a nested reply, decoded column-major
-  end
-  data = double(data(:));
-  if numel(data) ~= prod(shape)
-    error('mlbridge:reply', 'mlbridge: output "%s" has %d values, but its shape [%s] needs %d', ...
-          output.name, numel(data), num2str(shape), prod(shape));
-  end
-  if numel(shape) == 1
-    out = data.';
-  else
-    out = permute(reshape(data, fliplr(shape)), numel(shape):-1:1);
   end
 end

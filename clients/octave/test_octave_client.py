@@ -9,8 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from conftest import TESTDATA
+from support import TESTDATA
 
 OCTAVE = shutil.which("octave")
 CLIENT = Path(__file__).resolve().parent
@@ -173,3 +172,183 @@ def test_secret_stays_off_curl_command_line(server, tmp_path):
     assert args.startswith("-sS -K ")
     assert mode == "700"
     assert not Path(args.split()[2]).parent.exists(), "the private temp folder was left behind"
+
+
+# Gradients: mlbridge_gradient, mlbridge_jacobian
+
+# show(name, a) prints "name [size] v1 v2 ..." with a's elements in row-major order, exactly.
+SHOW = (
+    "show = @(name, a) printf('%s %s %s\\n', name, mat2str(size(a)), "
+    "sprintf('%.17g ', permute(a, ndims(a):-1:1)));\n"
+)
+NO_GRADIENT_MODEL = "linear-lite.tflite"  # TFLite carries no gradient
+
+
+def shown(out: str) -> dict[str, np.ndarray]:
+    """The arrays ``show`` printed, by name, shaped as Octave sized them."""
+    arrays = {}
+    for line in out.splitlines():
+        name, rest = line.split(" ", 1)
+        size, _, values = rest.partition("] ")
+        shape = [int(v) for v in size.strip("[]").split()]
+        arrays[name] = np.array(values.split(), dtype=np.float64).reshape(shape)
+    return arrays
+
+
+def lj13_start() -> np.ndarray:
+    """A perturbed 13-atom icosahedron, as in the design notes' Lennard-Jones example."""
+    golden = (1 + 5**0.5) / 2
+    vertices = [(0.0, a, b) for a in (-1, 1) for b in (-golden, golden)]
+    ring = np.array([np.roll(v, k) for v in vertices for k in range(3)])
+    ring *= 1.1 / np.linalg.norm(ring, axis=1, keepdims=True)
+    return np.vstack([np.zeros(3), ring]) + 0.01 * np.sin(np.arange(39)).reshape(13, 3)
+
+
+def octave_matrix(array: np.ndarray) -> str:
+    """A 2-D array as Octave matrix text, every float64 exact."""
+    return "[" + "; ".join(" ".join(f"{v:.17g}" for v in row) for row in array) + "]"
+
+
+@pytest.fixture(scope="module")
+def python_client(server):
+    from mlbridge.client import Client
+
+    with Client(home=server.home) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def no_gradient_server(tmp_path_factory):
+    """A second server whose only model, 'linear-lite', serves no gradient."""
+    from support import start_server  # the top import line is shared with other edits
+
+    running = start_server(
+        tmp_path_factory.mktemp("nograd") / "home", str(TESTDATA / "models" / NO_GRADIENT_MODEL)
+    )
+    yield running
+    running.stop()
+
+
+def test_box_volume_gradient_jacobian_and_vjp_are_exact(server, tmp_path):
+    script = SHOW + (
+        "show('row', mlbridge_gradient('box_volume', [2 4 8]));\n"
+        "show('column', mlbridge_gradient('box_volume', [2; 4; 8]));\n"
+        "show('batch', mlbridge_gradient('box_volume', [2 4 8; 1 2 3]));\n"
+        "show('vjp', mlbridge_gradient('box_volume', [2 4 8], 0.5));\n"
+        "show('vjpbatch', mlbridge_gradient('box_volume', [2 4 8; 1 2 3], [1; 0.5]));\n"
+        "show('jacobian', mlbridge_jacobian('box_volume', [2 4 8]));\n"
+        "show('value', mlbridge_predict('box_volume', [2; 4; 8]));\n"
+    )
+    found = shown(octave(script, server.env, tmp_path))
+    np.testing.assert_array_equal(found["row"], [[32, 16, 8]])
+    np.testing.assert_array_equal(found["column"], [[32], [16], [8]])
+    np.testing.assert_array_equal(found["batch"], [[32, 16, 8], [6, 3, 2]])
+    np.testing.assert_array_equal(found["vjp"], [[16, 8, 4]])
+    np.testing.assert_array_equal(found["vjpbatch"], [[32, 16, 8], [3, 1.5, 1]])
+    np.testing.assert_array_equal(found["jacobian"], [[32, 16, 8]])
+    np.testing.assert_array_equal(found["value"], [[64]])
+
+
+def test_mnist_gradient_matches_the_python_client(
+    server, batch, images_file, python_client, tmp_path
+):
+    images, _ = batch
+    script = (
+        READ_IMAGES.format(images=images_file)
+        + SHOW
+        + (
+            "show('one', mlbridge_gradient('mnist', squeeze(x(1, :, :))));\n"
+            "show('batch', mlbridge_gradient('mnist', x));\n"
+            "show('vjp', mlbridge_gradient('mnist', x(1:2, :, :), [1:10; 10:-1:1]));\n"
+        )
+    )
+    found = shown(octave(script, server.env, tmp_path))
+    assert found["one"].shape == (28, 28)
+    assert found["batch"].shape == (20, 28, 28)
+    np.testing.assert_allclose(found["one"], python_client.gradient("mnist", images[0]), atol=1e-6)
+    np.testing.assert_allclose(found["batch"], python_client.gradient("mnist", images), atol=1e-6)
+    cotangent = np.array([np.arange(1, 11), np.arange(10, 0, -1)], dtype=np.float32)
+    expected = python_client.gradient("mnist", images[:2], cotangent)
+    np.testing.assert_allclose(found["vjp"], expected, atol=1e-5)
+    assert np.abs(found["one"]).max() > 1e-3, "a zero gradient would match trivially"
+
+
+def test_mnist_jacobian_rows_are_the_unit_vjps(server, batch, images_file, python_client, tmp_path):
+    images, _ = batch
+    script = (
+        READ_IMAGES.format(images=images_file)
+        + SHOW
+        + (
+            "img = squeeze(x(1, :, :));\n"
+            "show('jacobian', mlbridge_jacobian('mnist', img));\n"
+            "show('row4', mlbridge_gradient('mnist', img, [0 0 0 0 1 0 0 0 0 0]));\n"
+        )
+    )
+    found = shown(octave(script, server.env, tmp_path))
+    assert found["jacobian"].shape == (10, 28, 28)
+    np.testing.assert_allclose(
+        found["jacobian"], python_client.jacobian("mnist", images[0]), atol=1e-6
+    )
+    np.testing.assert_allclose(found["jacobian"][4], found["row4"], atol=1e-6)
+
+
+def test_lj13_gradient_keeps_float64(server, python_client, tmp_path):
+    start = lj13_start()
+    script = SHOW + (
+        f"x = {octave_matrix(start)};\n"
+        "show('energy', mlbridge_predict('lj13', x));\n"
+        "show('gradient', mlbridge_gradient('lj13', x));\n"
+        "show('jacobian', mlbridge_jacobian('lj13', x));\n"
+    )
+    found = shown(octave(script, server.env, tmp_path))
+    expected = python_client.gradient("lj13", start)
+    assert found["gradient"].shape == found["jacobian"].shape == (13, 3)
+    np.testing.assert_allclose(found["gradient"], expected, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(found["jacobian"], expected, rtol=1e-12, atol=1e-12)
+    energy = float(python_client.predict("lj13", start))
+    assert float(found["energy"][0, 0]) == pytest.approx(energy, rel=1e-14)
+
+
+def test_model_without_gradient_raises_the_servers_reason(no_gradient_server, tmp_path):
+    conn = f"mlbridge_connect('{no_gradient_server.url}', '{no_gradient_server.token_file}')"
+    for call in (
+        f"mlbridge_gradient('linear-lite', zeros(28, 28), {conn})",
+        f"mlbridge_jacobian('linear-lite', zeros(28, 28), {conn})",
+    ):
+        out = octave(caught(call), no_gradient_server.env, tmp_path)
+        identifier, message = out.splitlines()[:2]
+        assert identifier == "mlbridge:GradientUnavailable"
+        assert message.startswith(
+            "mlbridge: model 'linear-lite' serves no gradient: TFLite models carry no gradient"
+        )
+
+
+def test_gradient_argument_errors(server, v2_error, tmp_path):
+    out = octave(
+        caught("mlbridge_gradient('box_volume', [2 4 8; 1 2 3], [1 2 3])"), server.env, tmp_path
+    )
+    assert out.startswith("mlbridge:usage\n") and "[2]" in out
+    out = octave(
+        caught("mlbridge_gradient('mnist', zeros(2, 28, 28), ones(10, 2))"), server.env, tmp_path
+    )
+    assert out.startswith("mlbridge:usage\n"), "a transposed cotangent must not be misread"
+    out = octave(caught("mlbridge_jacobian('box_volume', [2 4 8; 1 2 3])"), server.env, tmp_path)
+    assert out.startswith("mlbridge:usage\n") and "one example" in out
+    expected = v2_error("GET", "/v2/models/no-such-model")
+    out = octave(caught("mlbridge_gradient('no-such-model', [2 4 8])"), server.env, tmp_path)
+    assert expected in out and "HTTP 404" in out
+
+
+def test_readme_fminunc_example_relaxes_lj13(server, tmp_path):
+    readme = (CLIENT / "README.md").read_text()
+    blocks = [block.split("```")[0] for block in readme.split("```matlab\n")[1:]]
+    (objective,) = [b for b in blocks if b.startswith("function [e, g] = lj_energy(p)")]
+    (tmp_path / "lj_energy.m").write_text(objective)
+    script = (
+        f"start = {octave_matrix(lj13_start() + 0.02 * np.cos(np.arange(39)).reshape(13, 3))};\n"
+        "options = optimset('GradObj', 'on', 'TolFun', 1e-10, 'TolX', 1e-10);\n"
+        "[p, e] = fminunc(@lj_energy, start(:), options);\n"
+        "printf('%.10f\\n', e);"
+    )
+    energy = float(octave(script, server.env, tmp_path).split()[-1])
+    assert energy == pytest.approx(-44.326801, abs=1e-5)

@@ -3,9 +3,11 @@
 #   source("clients/r/mlbridge.R")
 #   mlbridge_models()                      # c("mnist", "mnist-cnn")
 #   logits <- mlbridge_predict("mnist", img)   # img: 28x28 matrix, img[row, col]
+#   mlbridge_gradient("box_volume", c(2, 4, 8))   # c(32, 16, 8)
 #
 # Needs the packages httr and jsonlite. Requests use the KServe V2 JSON
-# endpoint POST /v2/models/{name}/infer with the server's Bearer secret.
+# endpoint POST /v2/models/{name}/infer with the server's Bearer secret;
+# gradients go to the model's gradient companion, {name}.vjp.
 
 #' Find a running mlbridge server and read its secret.
 #'
@@ -55,13 +57,68 @@ mlbridge_models <- function(name = NULL, conn = mlbridge_connect()) {
 mlbridge_predict <- function(model, x, conn = mlbridge_connect()) {
   .mlbridge_check_arguments(model, x)
   spec <- .mlbridge_input_spec(conn, model)
-  dims <- if (is.null(dim(x))) length(x) else dim(x)
-  one_sample <- length(spec$shape) == length(dims) + 1
-  if (one_sample) dims <- c(1L, dims)
-  body <- .mlbridge_request_body(spec, dims, x)
-  reply <- .mlbridge_request(conn, "POST", paste0("/v2/models/", model, "/infer"), body)
+  wire <- .mlbridge_wire_dims(spec, x)
+  tensor <- .mlbridge_tensor(spec$name, spec$datatype, wire$dims, x)
+  reply <- .mlbridge_infer(conn, model, list(tensor))
   out <- .mlbridge_output_array(reply$outputs[[1]])
-  if (one_sample && length(dim(out)) == 2 && nrow(out) == 1) out[1, ] else out
+  if (wire$single && length(dim(out)) == 2 && nrow(out) == 1) out[1, ] else out
+}
+
+#' Gradient of a served model's outputs at x, shaped like x.
+#'
+#' Without dy, the gradient of the sum of the model's outputs (what Wolfram's
+#' NetPortGradient gives): for a scalar function such as "box_volume" or
+#' "lj13" simply its gradient. With dy, shaped like what mlbridge_predict(model,
+#' x) returns (10 numbers for one MNIST image, an N x 10 matrix for N images, a
+#' number for one example of a scalar function), the vector-Jacobian product
+#' t(J(x)) %*% dy. x is one example or a batch, laid out as for
+#' mlbridge_predict; the result has x's dimensions. The request goes to the
+#' model's gradient companion (parameters$gradient in its metadata, e.g.
+#' "box_volume.vjp"); a model without one raises an "mlbridge_error" with code
+#' "GradientUnavailable" and the server's reason.
+mlbridge_gradient <- function(model, x, dy = NULL, conn = mlbridge_connect()) {
+  .mlbridge_check_arguments(model, x, "mlbridge_gradient")
+  spec <- .mlbridge_input_spec(conn, model)
+  grad <- .mlbridge_gradient_spec(conn, model)
+  wire <- .mlbridge_wire_dims(spec, x)
+  tensors <- list(.mlbridge_tensor(spec$name, spec$datatype, wire$dims, x))
+  if (!is.null(dy)) {
+    shape <- c(wire$dims[1], .mlbridge_output_shape(conn, model, wire$dims, x))
+    .mlbridge_check_cotangent(dy, shape, wire$single)
+    tensors[[2]] <- .mlbridge_tensor(grad$cotangent, grad$cotangent_datatype, shape, dy)
+  }
+  reply <- .mlbridge_infer(conn, grad$companion, tensors)
+  .mlbridge_from_row_major(.mlbridge_output_data(reply, grad$grad), dim(x))
+}
+
+#' Jacobian of a served model at one example x.
+#'
+#' J[k, i, j] is d output[k] / d x[i, j]: dimensions output dimensions + input
+#' dimensions, e.g. 10 x 28 x 28 for "mnist" and a 28x28 image; for a scalar
+#' function ("box_volume", "lj13") the gradient, shaped like x. One call of the
+#' gradient companion: x repeated once per output element, with the unit
+#' cotangents. Errors as for mlbridge_gradient.
+mlbridge_jacobian <- function(model, x, conn = mlbridge_connect()) {
+  .mlbridge_check_arguments(model, x, "mlbridge_jacobian")
+  spec <- .mlbridge_input_spec(conn, model)
+  grad <- .mlbridge_gradient_spec(conn, model)
+  wire <- .mlbridge_wire_dims(spec, x)
+  if (wire$dims[1] != 1) {
+    stop(sprintf("mlbridge_jacobian: x must be one example of model '%s' (shape [%s]); got [%s]",
+                 model, paste(spec$shape[-1], collapse = ", "), paste(wire$dims, collapse = ", ")),
+         call. = FALSE)
+  }
+  out <- .mlbridge_output_shape(conn, model, wire$dims, x)
+  count <- prod(out)  # one row of the Jacobian per output element
+  batch <- rep(.mlbridge_row_major(x), count)
+  tensors <- list(
+    .mlbridge_tensor(spec$name, spec$datatype, c(count, wire$dims[-1]), batch),
+    .mlbridge_tensor(grad$cotangent, grad$cotangent_datatype, c(count, out), diag(count)))
+  reply <- .mlbridge_infer(conn, grad$companion, tensors)
+  data <- .mlbridge_output_data(reply, grad$grad)
+  # A scalar function's Jacobian is its gradient, shaped like x.
+  shape <- if (length(out) == 0) dim(x) else c(out, wire$dims[-1])
+  .mlbridge_from_row_major(data, shape)
 }
 
 .mlbridge_home <- function() {
@@ -92,46 +149,127 @@ mlbridge_predict <- function(model, x, conn = mlbridge_connect()) {
   token
 }
 
-.mlbridge_check_arguments <- function(model, x) {
+.mlbridge_check_arguments <- function(model, x, caller = "mlbridge_predict") {
   if (!is.character(model) || length(model) != 1 || !nzchar(model)) {
-    stop("mlbridge_predict: model must be a model name, e.g. \"mnist\"", call. = FALSE)
+    stop(sprintf("%s: model must be a model name, e.g. \"mnist\"", caller), call. = FALSE)
   }
   if (!(is.numeric(x) || is.logical(x))) {
-    stop(sprintf("mlbridge_predict: x must be a numeric array (28x28 or N x 28 x 28); got %s",
-                 class(x)[1]), call. = FALSE)
+    stop(sprintf("%s: x must be a numeric vector, matrix or array (one example or a batch); got %s",
+                 caller, class(x)[1]), call. = FALSE)
   }
 }
 
-# Input metadata is fetched once per server and model: it names the input and
-# its rank tells a single image from a batch.
-.mlbridge_specs <- new.env(parent = emptyenv())
+# Model metadata is fetched once per server and model: it names the input, its
+# rank tells a single image from a batch, and it names the gradient companion.
+.mlbridge_metadata_cache <- new.env(parent = emptyenv())
+
+.mlbridge_metadata <- function(conn, model) {
+  key <- paste(conn$url, model, sep = "|")
+  if (is.null(.mlbridge_metadata_cache[[key]])) {
+    .mlbridge_metadata_cache[[key]] <- mlbridge_models(model, conn)
+  }
+  .mlbridge_metadata_cache[[key]]
+}
 
 .mlbridge_input_spec <- function(conn, model) {
-  key <- paste(conn$url, model, sep = "|")
-  if (is.null(.mlbridge_specs[[key]])) {
-    meta <- mlbridge_models(model, conn)
-    if (length(meta$inputs) != 1) {
-      stop(sprintf("mlbridge_predict: model '%s' has %d inputs; this client sends exactly one",
-                   model, length(meta$inputs)), call. = FALSE)
-    }
-    input <- meta$inputs[[1]]
-    .mlbridge_specs[[key]] <- list(name = input$name, datatype = input$datatype,
-                                   shape = unlist(input$shape))
+  meta <- .mlbridge_metadata(conn, model)
+  if (length(meta$inputs) != 1) {
+    stop(sprintf("mlbridge: model '%s' has %d inputs; this client sends exactly one",
+                 model, length(meta$inputs)), call. = FALSE)
   }
-  .mlbridge_specs[[key]]
+  input <- meta$inputs[[1]]
+  list(name = input$name, datatype = input$datatype, shape = unlist(input$shape))
 }
 
-.mlbridge_request_body <- function(spec, dims, x) {
-  # Reversing the dimensions turns column-major storage into the row-major
-  # (C) order of the V2 "data" field.
-  data <- if (length(dim(x)) > 1) as.vector(aperm(x, rev(seq_along(dim(x))))) else as.vector(x)
-  tensor <- list(name = spec$name, datatype = spec$datatype,
-                 shape = I(as.integer(dims)), data = I(as.numeric(data)))
-  jsonlite::toJSON(list(inputs = list(tensor)), auto_unbox = TRUE, digits = I(9),
-                   na = "null")
+# The companion serving the model's vector-Jacobian product and its tensor
+# names; a model without one is an error that gives the server's reason.
+.mlbridge_gradient_spec <- function(conn, model) {
+  meta <- .mlbridge_metadata(conn, model)
+  companion <- meta$parameters[["gradient"]]  # not $, which would match gradient_unavailable
+  if (is.null(companion)) {
+    reason <- meta$parameters[["gradient_unavailable"]]
+    if (!is.character(reason)) reason <- "the server names no gradient"
+    .mlbridge_raise(sprintf("mlbridge: model '%s' serves no gradient: %s", model, reason),
+                    NA_integer_, "GradientUnavailable")
+  }
+  output <- meta$outputs[[1]]
+  list(companion = companion, cotangent = paste0(output$name, "_cotangent"),
+       cotangent_datatype = output$datatype,
+       grad = paste0(.mlbridge_input_spec(conn, model)$name, "_grad"))
 }
 
-.mlbridge_output_array <- function(output) {
+# One example's output shape: from the metadata, or, when that leaves a
+# dimension open, from the model's own answer at x.
+.mlbridge_output_shape <- function(conn, model, dims, x) {
+  shape <- as.integer(unlist(.mlbridge_metadata(conn, model)$outputs[[1]]$shape))[-1]
+  if (any(shape < 0)) {
+    spec <- .mlbridge_input_spec(conn, model)
+    reply <- .mlbridge_infer(conn, model, list(.mlbridge_tensor(spec$name, spec$datatype, dims, x)))
+    shape <- as.integer(unlist(reply$outputs[[1]]$shape))[-1]
+  }
+  shape
+}
+
+# The shape x travels with, and whether it is one example: an array with one
+# dimension fewer than the model's input (a vector for a model whose examples
+# are vectors) is sent as a batch of one.
+.mlbridge_wire_dims <- function(spec, x) {
+  dims <- if (is.null(dim(x))) length(x) else dim(x)
+  single <- length(spec$shape) == length(dims) + 1
+  list(dims = if (single) c(1L, dims) else dims, single = single)
+}
+
+.mlbridge_check_cotangent <- function(dy, shape, single) {
+  # A vector may hold the outputs in any layout; an array must have their
+  # dimensions (with or without a single example's batch axis), so that a
+  # transposed matrix is not misread.
+  fits <- length(dy) == prod(shape) &&
+    (is.null(dim(dy)) || identical(as.integer(dim(dy)), as.integer(shape)) ||
+       (single && identical(as.integer(dim(dy)), as.integer(shape[-1]))))
+  if (!fits) {
+    got <- if (is.null(dim(dy))) sprintf("%d numbers", length(dy))
+           else paste0("[", paste(dim(dy), collapse = ", "), "]")
+    stop(sprintf(paste("mlbridge_gradient: dy must have the shape of the model's outputs",
+                       "for this x, [%s]; got %s"),
+                 paste(shape, collapse = ", "), got), call. = FALSE)
+  }
+}
+
+# R stores arrays column-major; reversing the dimensions gives the row-major
+# (C) order of the V2 "data" field.
+.mlbridge_row_major <- function(x) {
+  if (length(dim(x)) > 1) as.numeric(aperm(x, rev(seq_along(dim(x))))) else as.numeric(x)
+}
+
+.mlbridge_from_row_major <- function(data, shape) {
+  if (length(shape) <= 1) return(data)
+  aperm(array(data, rev(shape)), rev(seq_along(shape)))
+}
+
+# One V2 input tensor. The numbers are written here, not by jsonlite (which
+# stops at 15 digits): 17 significant digits for FP64, so that they arrive
+# exactly, 9 (exact for float32) otherwise.
+.mlbridge_tensor <- function(name, datatype, dims, x) {
+  if (anyNA(x)) stop("mlbridge: NA and NaN cannot be sent to a model", call. = FALSE)
+  format <- if (identical(datatype, "FP64")) "%.17g" else "%.9g"
+  numbers <- sprintf(format, .mlbridge_row_major(x))
+  list(name = name, datatype = datatype, shape = I(as.integer(dims)),
+       data = structure(paste0("[", paste(numbers, collapse = ","), "]"), class = "json"))
+}
+
+.mlbridge_infer <- function(conn, model, tensors) {
+  body <- jsonlite::toJSON(list(inputs = tensors), auto_unbox = TRUE, json_verbatim = TRUE)
+  .mlbridge_request(conn, "POST", paste0("/v2/models/", model, "/infer"), body)
+}
+
+.mlbridge_output_data <- function(reply, name) {
+  for (output in reply$outputs) {
+    if (identical(output$name, name)) return(.mlbridge_checked_data(output))
+  }
+  stop(sprintf("mlbridge: the reply has no output \"%s\"", name), call. = FALSE)
+}
+
+.mlbridge_checked_data <- function(output) {
   shape <- as.integer(unlist(output$shape))
   data <- as.numeric(unlist(output$data))
   if (length(data) != prod(shape)) {
@@ -139,8 +277,11 @@ mlbridge_predict <- function(model, x, conn = mlbridge_connect()) {
                  output$name, length(data), paste(shape, collapse = ", "), prod(shape)),
          call. = FALSE)
   }
-  if (length(shape) == 1) return(data)
-  aperm(array(data, rev(shape)), rev(seq_along(shape)))
+  data
+}
+
+.mlbridge_output_array <- function(output) {
+  .mlbridge_from_row_major(.mlbridge_checked_data(output), as.integer(unlist(output$shape)))
 }
 
 .mlbridge_request <- function(conn, method, path, body = NULL) {
@@ -170,9 +311,13 @@ mlbridge_predict <- function(model, x, conn = mlbridge_connect()) {
   if (is.na(message) || !nzchar(message)) message <- "the server sent an empty error reply"
   if (nchar(message) > 500) message <- paste0(substr(message, 1, 500), "...")
   code <- if (is.list(parsed) && is.character(parsed$code)) parsed$code else paste0("HTTP", status)
-  condition <- structure(
-    class = c("mlbridge_error", "error", "condition"),
-    list(message = sprintf("mlbridge: %s (HTTP %d from %s %s)", message, status, method, url),
-         call = NULL, status = status, code = code))
-  stop(condition)
+  .mlbridge_raise(sprintf("mlbridge: %s (HTTP %d from %s %s)", message, status, method, url),
+                  status, code)
+}
+
+# An error of class "mlbridge_error" with the HTTP status (NA when no request
+# was sent) and the server's code.
+.mlbridge_raise <- function(message, status, code) {
+  stop(structure(class = c("mlbridge_error", "error", "condition"),
+                 list(message = message, call = NULL, status = status, code = code)))
 }

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from conftest import TESTDATA
+from support import TESTDATA
 
 RSCRIPT = shutil.which("Rscript")
 CLIENT = Path(__file__).resolve().parent / "mlbridge.R"
@@ -171,3 +170,182 @@ def test_no_server_is_a_clear_error(tmp_path):
     script = "tryCatch(mlbridge_models(), error = function(e) cat(conditionMessage(e), '\\n'))"
     out = rscript(script, {**os.environ, "MLBRIDGE_HOME": str(empty)}, tmp_path)
     assert "no server found" in out
+
+
+# Gradients: mlbridge_gradient, mlbridge_jacobian
+
+# show(name, a) prints "name dims v1 v2 ..." with a's elements in row-major order, exactly.
+SHOW = """
+show <- function(name, a) {
+  d <- if (is.null(dim(a))) length(a) else dim(a)
+  v <- if (length(d) > 1) aperm(a, rev(seq_along(d))) else a
+  cat(name, paste(d, collapse = "x"), sprintf("%.17g", as.numeric(v)), "\\n")
+}
+"""
+NO_GRADIENT_MODEL = "linear-lite.tflite"  # TFLite carries no gradient
+
+
+def shown(out: str) -> dict[str, np.ndarray]:
+    """The arrays ``show`` printed, by name, shaped as R dimensioned them."""
+    arrays = {}
+    for line in out.splitlines():
+        name, dims, *values = line.split()
+        shape = [int(d) for d in dims.split("x")]
+        arrays[name] = np.array(values, dtype=np.float64).reshape(shape)
+    return arrays
+
+
+def lj13_start() -> np.ndarray:
+    """A perturbed 13-atom icosahedron, as in the design notes' Lennard-Jones example."""
+    golden = (1 + 5**0.5) / 2
+    vertices = [(0.0, a, b) for a in (-1, 1) for b in (-golden, golden)]
+    ring = np.array([np.roll(v, k) for v in vertices for k in range(3)])
+    ring *= 1.1 / np.linalg.norm(ring, axis=1, keepdims=True)
+    return np.vstack([np.zeros(3), ring]) + 0.01 * np.sin(np.arange(39)).reshape(13, 3)
+
+
+def r_matrix(array: np.ndarray) -> str:
+    """A 2-D array as an R matrix expression, every float64 exact."""
+    values = ", ".join(f"{v:.17g}" for v in array.ravel())
+    return f"matrix(c({values}), {array.shape[0]}, byrow = TRUE)"
+
+
+@pytest.fixture(scope="module")
+def python_client(server):
+    from mlbridge.client import Client
+
+    with Client(home=server.home) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def no_gradient_server(tmp_path_factory):
+    """A second server whose only model, 'linear-lite', serves no gradient."""
+    from support import start_server  # the top import line is shared with other edits
+
+    running = start_server(
+        tmp_path_factory.mktemp("nograd") / "home", str(TESTDATA / "models" / NO_GRADIENT_MODEL)
+    )
+    yield running
+    running.stop()
+
+
+def test_box_volume_gradient_jacobian_and_vjp_are_exact(server, tmp_path):
+    script = SHOW + (
+        "b <- rbind(c(2, 4, 8), c(1, 2, 3))\n"
+        "show('vector', mlbridge_gradient('box_volume', c(2, 4, 8)))\n"
+        "show('row', mlbridge_gradient('box_volume', matrix(c(2, 4, 8), 1)))\n"
+        "show('batch', mlbridge_gradient('box_volume', b))\n"
+        "show('vjp', mlbridge_gradient('box_volume', c(2, 4, 8), 0.5))\n"
+        "show('vjpbatch', mlbridge_gradient('box_volume', b, dy = c(1, 0.5)))\n"
+        "show('jacobian', mlbridge_jacobian('box_volume', c(2, 4, 8)))\n"
+        "show('value', mlbridge_predict('box_volume', c(2, 4, 8)))\n"
+    )
+    found = shown(rscript(script, server.env, tmp_path))
+    np.testing.assert_array_equal(found["vector"], [32, 16, 8])
+    np.testing.assert_array_equal(found["row"], [[32, 16, 8]])
+    np.testing.assert_array_equal(found["batch"], [[32, 16, 8], [6, 3, 2]])
+    np.testing.assert_array_equal(found["vjp"], [16, 8, 4])
+    np.testing.assert_array_equal(found["vjpbatch"], [[32, 16, 8], [3, 1.5, 1]])
+    np.testing.assert_array_equal(found["jacobian"], [32, 16, 8])
+    np.testing.assert_array_equal(found["value"], [64])
+
+
+def test_mnist_gradient_matches_the_python_client(
+    server, batch, images_file, python_client, tmp_path
+):
+    images, _ = batch
+    script = (
+        READ_IMAGES.format(images=images_file)
+        + SHOW
+        + (
+            "show('one', mlbridge_gradient('mnist', x[1, , ]))\n"
+            "show('batch', mlbridge_gradient('mnist', x))\n"
+            "show('vjp', mlbridge_gradient('mnist', x[1:2, , ], rbind(1:10, 10:1)))\n"
+        )
+    )
+    found = shown(rscript(script, server.env, tmp_path))
+    assert found["one"].shape == (28, 28)
+    assert found["batch"].shape == (20, 28, 28)
+    np.testing.assert_allclose(found["one"], python_client.gradient("mnist", images[0]), atol=1e-6)
+    np.testing.assert_allclose(found["batch"], python_client.gradient("mnist", images), atol=1e-6)
+    cotangent = np.array([np.arange(1, 11), np.arange(10, 0, -1)], dtype=np.float32)
+    expected = python_client.gradient("mnist", images[:2], cotangent)
+    np.testing.assert_allclose(found["vjp"], expected, atol=1e-5)
+    assert np.abs(found["one"]).max() > 1e-3, "a zero gradient would match trivially"
+
+
+def test_mnist_jacobian_rows_are_the_unit_vjps(server, batch, images_file, python_client, tmp_path):
+    images, _ = batch
+    script = (
+        READ_IMAGES.format(images=images_file)
+        + SHOW
+        + (
+            "show('jacobian', mlbridge_jacobian('mnist', x[1, , ]))\n"
+            "show('row4', mlbridge_gradient('mnist', x[1, , ], c(0, 0, 0, 0, 1, 0, 0, 0, 0, 0)))\n"
+        )
+    )
+    found = shown(rscript(script, server.env, tmp_path))
+    assert found["jacobian"].shape == (10, 28, 28)
+    np.testing.assert_allclose(
+        found["jacobian"], python_client.jacobian("mnist", images[0]), atol=1e-6
+    )
+    np.testing.assert_allclose(found["jacobian"][4], found["row4"], atol=1e-6)
+
+
+def test_lj13_gradient_keeps_float64(server, python_client, tmp_path):
+    start = lj13_start()
+    script = SHOW + (
+        f"x <- {r_matrix(start)}\n"
+        "show('energy', mlbridge_predict('lj13', x))\n"
+        "show('gradient', mlbridge_gradient('lj13', x))\n"
+        "show('jacobian', mlbridge_jacobian('lj13', x))\n"
+    )
+    found = shown(rscript(script, server.env, tmp_path))
+    expected = python_client.gradient("lj13", start)
+    assert found["gradient"].shape == found["jacobian"].shape == (13, 3)
+    np.testing.assert_array_equal(found["gradient"], expected)
+    np.testing.assert_array_equal(found["jacobian"], expected)
+    assert float(found["energy"][0]) == float(python_client.predict("lj13", start))
+
+
+def test_readme_optim_example_relaxes_lj13(server, tmp_path):
+    readme = (CLIENT.parent / "README.md").read_text()
+    blocks = [block.split("```")[0] for block in readme.split("```r\n")[1:]]
+    (example,) = [b for b in blocks if "optim(" in b]
+    start = lj13_start() + 0.02 * np.cos(np.arange(39)).reshape(13, 3)
+    script = f"start <- {r_matrix(start)}\n{example}\ncat(sprintf('%.10f', fit$value), '\\n')"
+    energy = float(rscript(script, server.env, tmp_path).split()[-1])
+    assert energy == pytest.approx(-44.326801, abs=1e-5)
+
+
+def test_model_without_gradient_is_an_mlbridge_error(no_gradient_server, tmp_path):
+    conn = f"mlbridge_connect('{no_gradient_server.url}', '{no_gradient_server.token_file}')"
+    for call in (
+        f"mlbridge_gradient('linear-lite', matrix(0, 28, 28), conn = {conn})",
+        f"mlbridge_jacobian('linear-lite', matrix(0, 28, 28), conn = {conn})",
+    ):
+        out = rscript(caught(call), no_gradient_server.env, tmp_path)
+        kind, code, message = out.splitlines()[:3]
+        assert (kind, code) == ("mlbridge_error", "GradientUnavailable")
+        assert message.startswith(
+            "mlbridge: model 'linear-lite' serves no gradient: TFLite models carry no gradient"
+        )
+
+
+def test_gradient_argument_errors(server, v2_error, tmp_path):
+    def error_of(call: str) -> str:
+        handler = "error = function(e) cat(conditionMessage(e), '\\n')"
+        return rscript(
+            f"tryCatch({{ {call}; cat('NO ERROR\\n') }}, {handler})", server.env, tmp_path
+        )
+
+    out = error_of("mlbridge_gradient('box_volume', rbind(c(2, 4, 8), c(1, 2, 3)), c(1, 2, 3))")
+    assert "dy must have the shape" in out and "[2]" in out
+    out = error_of("mlbridge_gradient('mnist', array(0, c(2, 28, 28)), matrix(1, 10, 2))")
+    assert "dy must have the shape" in out, "a transposed cotangent must not be misread"
+    out = error_of("mlbridge_jacobian('box_volume', rbind(c(2, 4, 8), c(1, 2, 3)))")
+    assert "one example" in out
+    expected = v2_error("GET", "/v2/models/no-such-model")
+    out = error_of("mlbridge_gradient('no-such-model', c(2, 4, 8))")
+    assert expected in out and "HTTP 404" in out

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support import TESTDATA
 
-from conftest import TESTDATA
 from mlbridge.codecs.mathematica import parse_list
 
 HERE = Path(__file__).resolve().parent
@@ -159,7 +159,8 @@ def test_classifies_held_out_digits(results, mnist):
 
 
 def test_top_n_is_sorted_softmax(results):
-    top3 = results["top3-first"].replace("<|", "{").replace("|>", "}").replace("⇾", ":")
+    top3 = results["top3-first"].replace("<|", "{").replace("|>", "}")
+    top3 = top3.replace("⇾", ":").replace("->", ":")  # the stand-in writes "->", as WL does
     ranked = list(ast.literal_eval(top3).values())
     assert len(ranked) == 3
     assert ranked == sorted(ranked, reverse=True)
@@ -246,3 +247,167 @@ def test_start_and_stop_server_from_the_package(tmp_path):
 def _is_zombie(pid: int) -> bool:
     """A stopped detached server may linger as a zombie until its parent reaps it."""
     return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+
+
+# Gradients: MLBridgeGradient, MLBridgeJacobian, MLBridgeFunction (tests/gradient_test.wl)
+
+GRADIENT_SCRIPT = HERE / "tests" / "gradient_test.wl"
+NO_GRADIENT_MODEL = "linear-lite.tflite"  # TFLite carries no gradient
+GRADIENT_EXAMPLES = slice(0, 3)  # held-out images 8000..8002
+
+
+@pytest.fixture(scope="module")
+def no_gradient_server(tmp_path_factory):
+    """A second server whose only model, 'linear-lite', serves no gradient."""
+    from support import start_server  # the top import line is shared with other edits
+
+    running = start_server(
+        tmp_path_factory.mktemp("nograd") / "home", str(TESTDATA / "models" / NO_GRADIENT_MODEL)
+    )
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def gradient_run(server, no_gradient_server, mnist, tmp_path_factory) -> tuple[dict, Path]:
+    """Run tests/gradient_test.wl once; its RESULT lines and the folder of its saved arrays."""
+    images, _ = mnist
+    out = tmp_path_factory.mktemp("wolfram-gradients")
+    data = out / "images-8000-8002.m"
+    data.write_text(wolfram_list(images[GRADIENT_EXAMPLES]) + "\n")
+    env = {
+        **server.env,
+        "MLBRIDGE_TEST_IMAGES": str(data),
+        "MLBRIDGE_TEST_PACKAGE": str(PACKAGE),
+        "MLBRIDGE_TEST_OUT": str(out),
+        "MLBRIDGE_TEST_NOGRAD_URL": no_gradient_server.url,
+        "MLBRIDGE_TEST_NOGRAD_TOKEN": str(no_gradient_server.token_file),
+        "PYTHONPATH": str(HERE / "tests"),
+    }
+    found = parse_results(run_mathics(GRADIENT_SCRIPT, env, out))
+    assert found.get("done") == "True", f"the script stopped early: {sorted(found)}"
+    return found, out
+
+
+@pytest.fixture(scope="module")
+def python_client(server):
+    from mlbridge.client import Client
+
+    with Client(home=server.home) as client:
+        yield client
+
+
+def saved(gradient_run, key: str) -> np.ndarray:
+    """An array the script saved as InputForm text, read by the server's own parser."""
+    return parse_list((gradient_run[1] / f"{key}.m").read_bytes())
+
+
+def test_box_volume_gradient_and_jacobian_are_exact(gradient_run):
+    results = gradient_run[0]
+    assert results["box-gradient"] == "{32., 16., 8.}"
+    assert results["box-gradient-batch"] == "{{32., 16., 8.}, {6., 3., 2.}}"
+    assert results["box-jacobian"] == "{32., 16., 8.}"
+    assert results["box-value"] == "64."
+
+
+def test_vector_jacobian_product_with_a_cotangent(gradient_run):
+    results = gradient_run[0]
+    assert results["box-vjp"] == "{64., 32., 16.}"
+    assert results["box-vjp-batch"] == "{{32., 16., 8.}, {3., 1.5, 1.}}"
+
+
+def test_vjp_body_is_an_association_the_server_reads(gradient_run):
+    from mlbridge.codecs.mathematica import parse_association
+
+    body = (gradient_run[1] / "vjp-body.m").read_bytes()
+    assert body.startswith(b'<|"x" -> {2., 4., 8.}, "cotangent" -> 2.')
+    arguments = parse_association(body)
+    np.testing.assert_array_equal(arguments["x"], [2.0, 4.0, 8.0])
+    assert float(arguments["cotangent"]) == 2.0
+
+
+def test_wxf_sends_each_models_own_precision(gradient_run):
+    assert wolfram_value(gradient_run[0]["wxf-element-types"]) == ["Real64", "Real64", "Real32"]
+
+
+def test_function_object_evaluates_on_numbers(gradient_run):
+    results = gradient_run[0]
+    assert results["function-value"] == "64."
+    assert results["function-batch"] == "{64., 6.}"
+    assert results["function-gradient"] == "{32., 16., 8.}"
+    assert results["function-vjp"] == "{16., 8., 4.}"
+    assert results["function-jacobian"] == "{32., 16., 8.}"
+    assert results["function-substituted"] == "64."
+
+
+def test_function_object_stays_unevaluated_on_symbols(gradient_run):
+    results = gradient_run[0]
+    head = 'MLBridgeFunction["box_volume", "Transport" ⇾ "Text"]'
+    assert results["function-symbolic"] == head + "[{a, b, c}]"
+    assert results["function-symbolic-gradient"] == head + '["Gradient"][{a, b, c}]'
+    assert results["function-symbolic-jacobian"] == head + '["Jacobian"][{a, 4, 8}]'
+    assert results["function-property"] == head + '["Gradient"]'
+    assert results["lj13-symbolic"] == "True"
+
+
+def test_mnist_gradient_matches_the_python_client(gradient_run, mnist, python_client):
+    images = mnist[0][GRADIENT_EXAMPLES]
+    results = gradient_run[0]
+    assert wolfram_value(results["mnist-gradient-dimensions"]) == [[28, 28], [3, 28, 28]]
+    one = saved(gradient_run, "mnist-gradient-one")
+    np.testing.assert_allclose(one, python_client.gradient("mnist", images[0]), atol=1e-6)
+    batch = saved(gradient_run, "mnist-gradient-batch")
+    np.testing.assert_allclose(batch, python_client.gradient("mnist", images), atol=1e-6)
+    assert np.abs(one).max() > 1e-3, "a zero gradient would match trivially"
+
+
+def test_mnist_vjp_and_jacobian_match_the_python_client(gradient_run, mnist, python_client):
+    image = mnist[0][GRADIENT_EXAMPLES][0]
+    unit = np.eye(10, dtype=np.float32)[4]  # UnitVector[10, 5]: d logit 4 / dx
+    vjp = saved(gradient_run, "mnist-vjp-one")
+    np.testing.assert_allclose(vjp, python_client.gradient("mnist", image, unit), atol=1e-6)
+    assert wolfram_value(gradient_run[0]["mnist-jacobian-dimensions"]) == [10, 28, 28]
+    jacobian = saved(gradient_run, "mnist-jacobian")
+    np.testing.assert_allclose(jacobian, python_client.jacobian("mnist", image), atol=1e-6)
+    np.testing.assert_allclose(jacobian[4], vjp, atol=1e-6)
+
+
+def test_lj13_function_as_find_minimum_evaluates_it(gradient_run, python_client):
+    results = gradient_run[0]
+    start = saved(gradient_run, "lj13-start")
+    assert start.shape == (13, 3)
+    expected = float(python_client.predict("lj13", start))
+    assert wolfram_value(results["lj13-energy"]) == pytest.approx(expected, rel=1e-12)
+    assert wolfram_value(results["lj13-gradient-length"]) == 39
+    gradient = saved(gradient_run, "lj13-gradient")
+    np.testing.assert_allclose(
+        gradient, python_client.gradient("lj13", start).ravel(), rtol=1e-9, atol=1e-12
+    )
+    assert results["lj13-descends"] == "True"
+
+
+def test_gradient_errors_are_failures_with_the_servers_message(gradient_run):
+    results = gradient_run[0]
+    status, code, message = wolfram_value(results["error-cotangent-shape"])
+    assert (status, code) == (400, "ShapeMismatch") and "cotangent" in message
+    status, code, message = wolfram_value(results["error-jacobian-batch"])
+    assert (status, code) == (400, "ShapeMismatch") and "one example" in message
+    assert wolfram_value(results["error-unknown-model"])[:2] == [404, "ModelNotFound"]
+    assert wolfram_value(results["error-bad-cotangent"]) == "ClientError"
+
+
+def test_model_without_gradient_is_a_422_failure(gradient_run):
+    results = gradient_run[0]
+    for key in ("nograd-gradient", "nograd-jacobian", "nograd-function"):
+        status, code, message = wolfram_value(results[key])
+        assert (status, code) == (422, "GradientUnavailable"), key
+        assert "TFLite models carry no gradient" in message
+    assert wolfram_value(results["nograd-predict-dimensions"]) == [10]
+
+
+def test_deep_hostile_replies_are_never_evaluated(gradient_run):
+    results = gradient_run[0]
+    assert results["hostile-deep"] == "Failure"
+    assert results["hostile-deep-leaked"] == "False"
+    assert results["ragged-reply"] == "Failure"
+    assert wolfram_value(results["scalar-reply"]) == -4.5e-7

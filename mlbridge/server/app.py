@@ -6,6 +6,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 
 from ..auth import TokenAuthenticator
+from ..batching import BatchPolicy
 from ..codecs import cas_codecs
 from ..inference import InferenceService
 from ..registry import ModelRegistry
@@ -44,7 +45,8 @@ def create_app(
         routes=ROUTES,
         exception_handlers={HTTPException: handle_http_error, Exception: handle_unexpected},
     )
-    app.state.service = InferenceService(registry, workers=settings.workers)
+    batching = BatchPolicy(settings.max_batch_size, settings.batch_delay_us)
+    app.state.service = InferenceService(registry, settings.workers, batching)
     app.state.authenticator = authenticator
     app.state.cas_codecs = cas_codecs(max_decompressed=settings.max_body_bytes)
     app.state.settings = settings

@@ -46,7 +46,8 @@ goldenFile[name_String] := FileNameJoin[{Environment["MLBRIDGE_TEST_TESTDATA"], 
 emit["golden-reply-text", MLBridge`Private`decodeReply["Text",
   {200, Import[goldenFile["mnist-8000.reply.text"], "Text"]}]];
 Export[FileNameJoin[{DirectoryName[Environment["MLBRIDGE_TEST_IMAGES"]], "image-8000.text"}],
-  MLBridge`Private`encodeBody["Text", MLBridge`Private`toArray["mnist", images[[1]]]], "Text"];
+  MLBridge`Private`encodeBody["Text", "mnist", MLBridge`Private`toArray["mnist", images[[1]]]],
+  "Text"];
 
 unknown = MLBridgePredict["no-such-model", images[[1]], "Transport" -> "Text"];
 emit["unknown-model-status", unknown[[2]]["Status"]];

@@ -1,6 +1,7 @@
 (* Test-only stand-ins so that the real MLBridge package runs in Mathics3.
-   Mathics3 lacks URLRead/HTTPRequest, RunProcess, FailureQ and ImportString[..., "RawJSON"], and its
-   ToExpression[text, InputForm, HoldComplete] evaluates the text before holding it; these
+   Mathics3 lacks URLRead/HTTPRequest, RunProcess, FailureQ and ImportString[..., "RawJSON"], its
+   ToExpression[text, InputForm, HoldComplete] evaluates the text before holding it, and its
+   ToString[<|...|>, InputForm] writes a Unicode arrow for "->"; these
    definitions supply them with the Wolfram Language's meaning (as far as MLBridge uses it).
    URLRead really talks HTTP over a socket through pymathics/mlbridge_http.py.
    Load this file BEFORE the package, so that its names resolve to these System` symbols. *)
@@ -29,6 +30,15 @@ System`FailureQ[x_] := MatchQ[x, _Failure | $Failed];
 Unprotect[ImportString];
 ImportString[text_String, "RawJSON"] := Pymathics`RawJSONString[text];
 Protect[ImportString];
+
+(* Mathics3 writes Rule as U+21FE in InputForm; the Wolfram Language writes "->", which is what
+   MLBridge sends for <|"x" -> ..., "cotangent" -> ...|>. *)
+Unprotect[ToString];
+ToString[a_Association, InputForm] :=
+  Block[{$standinToString = True},
+    StringReplace[ToString[a, InputForm], FromCharacterCode[8702] -> "->"]] /;
+  !TrueQ[$standinToString];
+Protect[ToString];
 
 Unprotect[ToExpression];
 ToExpression[text_String, InputForm, head_Symbol] := Pymathics`HeldParse[text, head];

@@ -15,6 +15,18 @@ a NumericArray or an Image: a list for one example, a matrix for a batch.";
 MLBridgeClassify::usage =
   "MLBridgeClassify[model, data] gives label -> probability for the most likely class. \
 MLBridgeClassify[model, data, n] gives the n most likely as <|label -> probability, ...|>.";
+MLBridgeGradient::usage =
+  "MLBridgeGradient[model, x] gives the gradient of the sum of the model's outputs at x, shaped \
+like x (one example or a batch), as NetPortGradient does. MLBridgeGradient[model, x, dy] gives \
+the vector-Jacobian product with the cotangent dy, shaped like the outputs.";
+MLBridgeJacobian::usage =
+  "MLBridgeJacobian[model, x] gives the Jacobian of the model at one example x: an array of \
+dimensions output dimensions + input dimensions.";
+MLBridgeFunction::usage =
+  "MLBridgeFunction[model] is a function backed by a served model: f[x] gives the outputs for \
+a numeric array x and stays unevaluated for symbolic x; f[\"Gradient\"][x] and \
+f[\"Gradient\"][x, dy] give MLBridgeGradient, f[\"Jacobian\"][x] gives MLBridgeJacobian. \
+MLBridgeFunction[model, \"Transport\" -> \"Text\"] passes the option on.";
 MLBridgeStartServer::usage =
   "MLBridgeStartServer[] starts `mlbridge serve` in the background and connects to it.";
 MLBridgeStopServer::usage = "MLBridgeStopServer[] stops the server started for this home.";
@@ -150,8 +162,23 @@ imageToArray[model_, img_Image] := Module[{shape = exampleShape[model], resized}
 wxfType = "application/vnd.wolfram.wxf";
 textType = "text/x-mathematica";
 
-encodeBody["WXF", x_] := BinarySerialize[NumericArray[x, "Real32"]];
-encodeBody["Text", x_] := ToString[x, InputForm];
+(* WXF sends x with the precision of the model's input: Real64 for FP64 (lj13, box_volume),
+   Real32 otherwise; a cotangent always goes as Real64 (the server casts it). *)
+wxfElementType[model_] := With[{info = MLBridgeModelInfo[model]},
+  Which[FailureQ[info], info,
+    First[info["Inputs"]]["Datatype"] === "FP64", "Real64",
+    True, "Real32"]];
+
+wxfValue[_, v_?NumberQ] := N[v];
+wxfValue[type_, v_] := NumericArray[v, type];
+
+(* The body: one array, or <|"x" -> x, "cotangent" -> dy|> built as a real Association. *)
+encodeBody["WXF", model_, args_Association] := With[{type = wxfElementType[model]},
+  If[FailureQ[type], type, BinarySerialize[<|"x" -> wxfValue[type, args["x"]],
+    "cotangent" -> wxfValue["Real64", args["cotangent"]]|>]]];
+encodeBody["WXF", model_, x_] := With[{type = wxfElementType[model]},
+  If[FailureQ[type], type, BinarySerialize[wxfValue[type, x]]]];
+encodeBody["Text", _, args_] := ToString[args, InputForm];
 
 holdReply["WXF", bytes_ByteArray] := Quiet[BinaryDeserialize[bytes, HoldComplete]];
 holdReply["Text", text_String] := Quiet[ToExpression[text, InputForm, HoldComplete]];
@@ -162,12 +189,17 @@ contentType["Text"] = textType;
 replyProperty["WXF"] = "BodyByteArray";
 replyProperty["Text"] = "Body";
 
-(* Only plain numbers, lists of them and numeric arrays are released. *)
-numericReplyQ[held_] := MatchQ[held, HoldComplete[
-  {(_Real | _Integer) ..} | {{(_Real | _Integer) ..} ..} | _NumericArray]];
+(* Only numbers, lists of them and numeric arrays are released: FreeQ looks at every part and
+   head of the held reply, evaluating none; the released value must then be a rectangular
+   array or a single number (a scalar function's value). *)
+numericPart = HoldComplete | List | _HoldComplete | _List | _Real | _Integer | _NumericArray;
+numericReplyQ[held_HoldComplete] := FreeQ[held, Except[numericPart]];
+numericReplyQ[_] := False;
 
 releaseNumbers[HoldComplete[a_NumericArray]] := Normal[a];
 releaseNumbers[held_] := ReleaseHold[held];
+
+numbersQ[value_] := NumberQ[value] || ArrayQ[value, _, NumberQ];
 
 (* A Failure in the reply is rebuilt from its string and integer fields, never evaluated.
    Text replies hold the rules themselves; WXF may give an Association already built, which
@@ -184,27 +216,75 @@ serverFailure[held_, status_] := Failure["MLBridge", <|
   "Status" -> status,
   "Code" -> Replace[heldField[held, "Code", _String], _Missing -> "HTTPError"]|>];
 
+notNumbers[status_] := clientFailure["the server's reply is not a numeric array", status];
+
 decodeReply[transport_, {status_, body_}] := With[{held = holdReply[transport, body]},
   Which[
-    status === 200 && numericReplyQ[held], releaseNumbers[held],
-    status === 200, clientFailure["the server's reply is not a numeric array", status],
+    status === 200 && numericReplyQ[held],
+      With[{value = releaseNumbers[held]}, If[numbersQ[value], value, notNumbers[status]]],
+    status === 200, notNumbers[status],
     True, serverFailure[held, status]]];
+
+(* ---- the CAS endpoints: POST /model, /model/gradient, /model/jacobian ------------------- *)
+
+transportFailure[transport_] := clientFailure["\"Transport\" must be \"WXF\" or \"Text\"; got " <>
+  ToString[transport, InputForm], Missing["NotSent"]];
+
+(* args: the input array, or <|"x" -> array, "cotangent" -> dy|> for a gradient. *)
+callEndpoint[model_String, route_String, args_, transport_] := Module[
+  {conn = connection[], body, reply},
+  If[FailureQ[conn], Return[conn]];
+  If[!MemberQ[{"WXF", "Text"}, transport], Return[transportFailure[transport]]];
+  body = encodeBody[transport, model, args];
+  If[FailureQ[body], Return[body]];
+  reply = sendRequest[conn, "POST", "/" <> model <> route, body,
+    contentType[transport], replyProperty[transport]];
+  If[FailureQ[reply], reply, decodeReply[transport, reply]]];
 
 (* ---- prediction ------------------------------------------------------------------------- *)
 
 Options[MLBridgePredict] = {"Transport" -> "WXF"};
 
-MLBridgePredict[model_String, data_, OptionsPattern[]] := Module[
-  {conn = connection[], transport = OptionValue["Transport"], x, reply},
-  If[FailureQ[conn], Return[conn]];
-  If[!MemberQ[{"WXF", "Text"}, transport],
-    Return[clientFailure["\"Transport\" must be \"WXF\" or \"Text\"; got " <>
-      ToString[transport, InputForm], Missing["NotSent"]]]];
-  x = toArray[model, data];
-  If[FailureQ[x], Return[x]];
-  reply = sendRequest[conn, "POST", "/" <> model, encodeBody[transport, x],
-    contentType[transport], replyProperty[transport]];
-  If[FailureQ[reply], reply, decodeReply[transport, reply]]];
+MLBridgePredict[model_String, data_, OptionsPattern[]] := With[{x = toArray[model, data]},
+  If[FailureQ[x], x, callEndpoint[model, "", x, OptionValue["Transport"]]]];
+
+(* ---- derivatives ------------------------------------------------------------------------ *)
+
+Options[MLBridgeGradient] = Options[MLBridgePredict];
+Options[MLBridgeJacobian] = Options[MLBridgePredict];
+
+cotangentQ[dy_] := NumberQ[dy] || numericArrayQ[dy] || Head[dy] === NumericArray;
+
+toCotangent[dy_NumericArray] := N[Normal[dy]];
+toCotangent[dy_?cotangentQ] := N[dy];
+toCotangent[dy_] := clientFailure["expected the cotangent dy as a number or an array shaped like \
+the model's output; got " <> ToString[Short[dy], InputForm], Missing["NotSent"]];
+
+MLBridgeGradient[model_String, data_, OptionsPattern[]] := With[{x = toArray[model, data]},
+  If[FailureQ[x], x, callEndpoint[model, "/gradient", x, OptionValue["Transport"]]]];
+
+MLBridgeGradient[model_String, data_, cotangent : Except[_?OptionQ], OptionsPattern[]] := With[
+  {x = toArray[model, data], dy = toCotangent[cotangent]},
+  Which[FailureQ[x], x, FailureQ[dy], dy,
+    True, callEndpoint[model, "/gradient", <|"x" -> x, "cotangent" -> dy|>,
+      OptionValue["Transport"]]]];
+
+MLBridgeJacobian[model_String, data_, OptionsPattern[]] := With[{x = toArray[model, data]},
+  If[FailureQ[x], x, callEndpoint[model, "/jacobian", x, OptionValue["Transport"]]]];
+
+(* ---- MLBridgeFunction: a served model as a function ------------------------------------- *)
+
+(* Numbers only: on symbolic arguments f[x] stays unevaluated, as FindMinimum needs. *)
+functionArgumentQ[x_] := numericArrayQ[x] || Head[x] === NumericArray;
+
+MLBridgeFunction[model_String, opts : OptionsPattern[]][x_?functionArgumentQ] :=
+  MLBridgePredict[model, x, opts];
+MLBridgeFunction[model_String, opts : OptionsPattern[]]["Gradient"][
+  x_?functionArgumentQ] := MLBridgeGradient[model, x, opts];
+MLBridgeFunction[model_String, opts : OptionsPattern[]]["Gradient"][
+  x_?functionArgumentQ, dy_?cotangentQ] := MLBridgeGradient[model, x, dy, opts];
+MLBridgeFunction[model_String, opts : OptionsPattern[]]["Jacobian"][
+  x_?functionArgumentQ] := MLBridgeJacobian[model, x, opts];
 
 (* ---- classification --------------------------------------------------------------------- *)
 

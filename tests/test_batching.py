@@ -1,0 +1,95 @@
+"""Dynamic batching: requests merged under concurrency, each result back to its own request."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from mlbridge.batching import Batcher, BatchPolicy
+from mlbridge.errors import InferenceFailed
+
+Tensors = dict[str, np.ndarray]
+
+
+class Recorder:
+    """A runtime stand-in: y = 2x + 1 per row; refuses any batch holding a negative value."""
+
+    def __init__(self) -> None:
+        self.calls: list[int] = []
+
+    async def __call__(self, inputs: Tensors) -> Tensors:
+        x = inputs["x"]
+        self.calls.append(len(x))
+        await asyncio.sleep(0.001)  # a runtime call takes time: others queue meanwhile
+        if (x < 0).any():
+            raise InferenceFailed("negative input")
+        return {"y": 2 * x + 1, "sum": x.sum(axis=1)}
+
+
+def run(coroutine):
+    return asyncio.run(coroutine)
+
+
+def test_concurrent_requests_are_merged_and_each_gets_its_own_rows() -> None:
+    recorder = Recorder()
+    batcher = Batcher(BatchPolicy(max_batch_size=16), recorder)
+    rng = np.random.default_rng(0)
+    requests = [rng.standard_normal((1 + i % 3, 4)).astype(np.float32) ** 2 for i in range(40)]
+
+    async def main() -> list[Tensors]:
+        return await asyncio.gather(*(batcher.submit({"x": x}) for x in requests))
+
+    results = run(main())
+    for x, result in zip(requests, results):
+        np.testing.assert_array_equal(result["y"], 2 * x + 1)
+        np.testing.assert_array_equal(result["sum"], x.sum(axis=1))
+    assert sum(recorder.calls) == sum(len(x) for x in requests)
+    assert max(recorder.calls) <= 16
+    assert len(recorder.calls) < len(requests) and batcher.mean_batch_size > 1
+
+
+def test_a_failing_batch_mate_does_not_take_the_others_down() -> None:
+    recorder = Recorder()
+    batcher = Batcher(BatchPolicy(max_batch_size=8), recorder)
+    good = [np.full((1, 2), float(i), np.float32) for i in range(6)]
+    bad = np.full((1, 2), -1.0, np.float32)
+
+    async def main() -> list[object]:
+        submissions = [batcher.submit({"x": x}) for x in (*good[:3], bad, *good[3:])]
+        return await asyncio.gather(*submissions, return_exceptions=True)
+
+    results = run(main())
+    assert isinstance(results[3], InferenceFailed)
+    answers = [r for i, r in enumerate(results) if i != 3]
+    for x, answer in zip(good, answers):
+        assert isinstance(answer, dict)
+        np.testing.assert_array_equal(answer["y"], 2 * x + 1)
+
+
+def test_requests_of_different_shapes_run_in_separate_calls() -> None:
+    recorder = Recorder()
+    batcher = Batcher(BatchPolicy(max_batch_size=8), recorder)
+
+    async def main() -> list[Tensors]:
+        shapes = [(1, 2), (1, 3), (1, 2), (1, 3)]
+        return await asyncio.gather(
+            *(batcher.submit({"x": np.ones(shape, np.float32)}) for shape in shapes)
+        )
+
+    results = run(main())
+    assert [r["y"].shape for r in results] == [(1, 2), (1, 3), (1, 2), (1, 3)]
+    assert sorted(recorder.calls) == [2, 2]
+
+
+def test_a_lone_request_runs_at_once_and_a_big_one_alone() -> None:
+    recorder = Recorder()
+    batcher = Batcher(BatchPolicy(max_batch_size=4, max_delay_us=0), recorder)
+    result = run(batcher.submit({"x": np.ones((10, 2), np.float32)}))
+    assert result["y"].shape == (10, 2) and recorder.calls == [10]
+
+
+@pytest.mark.parametrize("size", [0, 1])
+def test_batching_off_below_two_rows(size: int) -> None:
+    assert not BatchPolicy(max_batch_size=size).enabled
