@@ -115,6 +115,7 @@ def load_registry(paths: list[Path], threads: int = 1, strict: bool = False) -> 
             model, *companions = load_model(source, threads)
         except MLBridgeError as error:
             failures.append((source.model_file, error.message))
+            continue
         except Exception as error:  # a broken file may raise anything from its engine
             failures.append((source.model_file, f"{type(error).__name__}: {error}"))
             continue

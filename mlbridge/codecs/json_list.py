@@ -6,14 +6,13 @@ object of arrays: ``{"x": [2, 4, 8], "cotangent": 1}``.
 
 from __future__ import annotations
 
-import json
 import re
 
 import numpy as np
 
 from ..errors import MLBridgeError, PayloadError
 from .base import CasCodec, failure_fields
-from .v2 import loads
+from .v2 import dumps, json_values, loads
 
 OBJECT_START = re.compile(rb'\{\s*"')  # a Mathematica list never holds a string
 
@@ -36,12 +35,12 @@ class JsonListCodec(CasCodec):
         return {str(name): _numbers(value, repr(name)) for name, value in document.items()}
 
     def encode_tensor(self, array: np.ndarray) -> bytes:
-        return json.dumps(array.tolist(), separators=(",", ":")).encode()
+        return dumps(json_values(array))
 
     def encode_error(self, error: MLBridgeError) -> bytes:
         fields = failure_fields(error)
         body = {"error": error.message, "code": fields["Code"], "status": fields["Status"]}
-        return json.dumps(body).encode()
+        return dumps(body)
 
 
 def _numbers(data: object, where: str) -> np.ndarray:
