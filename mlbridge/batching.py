@@ -55,8 +55,9 @@ class Batcher:
         self._queue: list[_Pending] = []
         self._draining = False
         self._drainer: asyncio.Task[None] | None = None  # held: the loop keeps weak references
-        self.batches = 0  # runtime calls made, for the mean batch size
-        self.requests = 0
+        self.batches = 0  # runtime calls made
+        self.requests = 0  # requests they answered
+        self.rows = 0  # examples they computed
 
     async def submit(self, inputs: Tensors) -> Tensors:
         """Run ``inputs`` (every tensor with a leading batch axis) in the next batch."""
@@ -121,6 +122,7 @@ class Batcher:
     async def _run_batch(self, batch: list[_Pending]) -> None:
         self.batches += 1
         self.requests += len(batch)
+        self.rows += sum(p.rows for p in batch)
         if len(batch) == 1:
             await _settle(batch[0], self._run(batch[0].inputs))
             return

@@ -136,13 +136,12 @@ class InferenceService:
             self._batchers[model.name] = Batcher(policy, run) if batchable else None
         return self._batchers[model.name]
 
-    def batch_statistics(self) -> dict[str, float]:
-        """Per batching model: the mean number of requests merged into one runtime call."""
-        return {
-            name: batcher.mean_batch_size
-            for name, batcher in self._batchers.items()
-            if batcher is not None
-        }
+    def statistics(self, model: ServedModel) -> dict[str, int]:
+        """Requests, examples and runtime calls through the model's batcher (zeros if none)."""
+        batcher = self._batchers.get(model.name)
+        if batcher is None:
+            return {"requests": 0, "rows": 0, "batches": 0}
+        return {"requests": batcher.requests, "rows": batcher.rows, "batches": batcher.batches}
 
     async def infer_tensor(self, model_name: str, array: np.ndarray) -> np.ndarray:
         """The CAS endpoint's call: one untyped tensor in, the first output out.

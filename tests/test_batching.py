@@ -93,3 +93,36 @@ def test_a_lone_request_runs_at_once_and_a_big_one_alone() -> None:
 @pytest.mark.parametrize("size", [0, 1])
 def test_batching_off_below_two_rows(size: int) -> None:
     assert not BatchPolicy(max_batch_size=size).enabled
+
+
+def test_the_server_batches_concurrent_requests_and_reports_it() -> None:
+    import httpx
+
+    from mlbridge.auth import TokenAuthenticator
+    from mlbridge.registry import DEMO_MODELS, load_registry
+    from mlbridge.server.app import create_app
+    from mlbridge.settings import load_settings
+
+    registry = load_registry([DEMO_MODELS / "mnist-cnn.onnx"])
+    settings = load_settings(environ={}, max_batch_size=8)
+    app = create_app(registry, TokenAuthenticator("s", DEMO_MODELS / "token"), settings)
+    images = np.random.default_rng(0).random((16, 28, 28)).astype(np.float32)
+
+    async def main() -> tuple[list[httpx.Response], dict]:
+        transport = httpx.ASGITransport(app)
+        headers = {"Authorization": "Bearer s"}
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://m", headers=headers
+        ) as c:
+            bodies = [image.tolist() for image in images]
+            replies = await asyncio.gather(*(c.post("/mnist-cnn", json=b) for b in bodies))
+            stats = (await c.get("/v2/models/mnist-cnn/stats")).json()
+        return replies, stats
+
+    replies, stats = run(main())
+    alone = registry.get("mnist-cnn").runtime.predict({"input": images})["output"]
+    for reply, expected in zip(replies, alone):
+        np.testing.assert_allclose(reply.json(), expected, rtol=1e-5, atol=1e-5)
+    (counts,) = stats["model_stats"]
+    assert counts["request_count"] == counts["inference_count"] == 16
+    assert counts["execution_count"] < 16

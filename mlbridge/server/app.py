@@ -28,6 +28,7 @@ ROUTES: list[DeclaredRoute] = [
     JsonRoute(MODEL, routes.model_metadata, access=SECRET),
     JsonRoute(MODEL + "/ready", routes.model_ready, access=SECRET),
     JsonRoute(MODEL + "/infer", routes.infer, access=SECRET, methods=["POST"]),
+    JsonRoute(MODEL + "/stats", routes.model_statistics, access=SECRET),
     JsonRoute(VERSIONED, routes.model_metadata, access=SECRET),
     JsonRoute(VERSIONED + "/ready", routes.model_ready, access=SECRET),
     JsonRoute(VERSIONED + "/infer", routes.infer, access=SECRET, methods=["POST"]),

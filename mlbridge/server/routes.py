@@ -18,7 +18,7 @@ from ..inference import Executor, InferenceService
 from ..registry import ServedModel
 from .cas import read_body
 
-EXTENSIONS = ["binary_tensor_data", "cas_endpoint", "gradients"]
+EXTENSIONS = ["binary_tensor_data", "cas_endpoint", "gradients", "statistics"]
 
 
 def service(request: Request) -> InferenceService:
@@ -74,6 +74,20 @@ async def infer(request: Request) -> Response:
         size, v2_codec.encode_response, response, inference.binary_outputs
     )
     return Response(content, headers=headers)
+
+
+async def model_statistics(request: Request) -> Response:
+    """GET /v2/models/{name}/stats: Triton's statistics extension, the batching counts."""
+    model = served_model(request)
+    counts = service(request).statistics(model)
+    stats = {
+        "name": model.name,
+        "version": model.version,
+        "inference_count": counts["rows"],  # examples computed by batched calls
+        "execution_count": counts["batches"],  # runtime calls made for them
+        "request_count": counts["requests"],
+    }
+    return JSONResponse({"model_stats": [stats]})
 
 
 def metadata(model: ServedModel) -> dict[str, Any]:
