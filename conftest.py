@@ -1,97 +1,62 @@
-"""Fixtures for every test: a real `mlbridge serve` process on a free port, real MNIST data.
+"""Fixtures for every test (tests/ and clients/); the helpers behind them live in tests/support.
 
-The only conftest.py, so that test modules anywhere (tests/, clients/) can
-`from conftest import start_server, TESTDATA, ...` and get this module.
+- ``app``, ``http``, ``anon``: the app in process on fake runtimes plus the demo ONNX models
+  (``http`` sends the secret, ``anon`` does not); most HTTP tests use these.
+- ``server``: one real `mlbridge serve` process on the demo models, on a free port, for
+  what needs a real process: CLI, signals, files, golden payloads, external clients.
+- ``mnist_dir``, ``mnist``: MNIST through the ``MLBRIDGE_MNIST`` setting; tests that use
+  them skip, naming the setting, when the folder is absent.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
+from starlette.applications import Starlette
+from starlette.testclient import TestClient
+from support import (
+    CLIENT_BATCH,
+    MNIST_DIR,
+    RunningServer,
+    load_held_out,
+    mnist_missing,
+    start_server,
+)
+from support.fakes import AUTH, DEMO, fake_registry, in_process_app
 
-from mlbridge.training.data import load_mnist_idx
-
-REPO = Path(__file__).resolve().parent
-MNIST_DIR = Path(os.environ.get("MLBRIDGE_MNIST", REPO.parent / "shared" / "data" / "mnist"))
-TESTDATA = REPO / "tests" / "testdata"
-HELD_OUT = slice(8000, 10000)
-START_TIMEOUT_S = 60
-
-
-@dataclass
-class RunningServer:
-    """A `mlbridge serve` child process and how to reach it."""
-
-    process: subprocess.Popen
-    home: Path
-    log: Path
-    info: dict = field(default_factory=dict)
-
-    @property
-    def url(self) -> str:
-        return self.info["url"]
-
-    @property
-    def token_file(self) -> Path:
-        return Path(self.info["token_file"])
-
-    @property
-    def token(self) -> str:
-        return self.token_file.read_text().strip()
-
-    @property
-    def env(self) -> dict[str, str]:
-        """Environment in which clients find this server through MLBRIDGE_HOME."""
-        return {**os.environ, "MLBRIDGE_HOME": str(self.home)}
-
-    @property
-    def auth(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"}
-
-    def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout=30)
+from mlbridge.registry import ModelRegistry
 
 
-def v2_json(images: np.ndarray, name: str = "input") -> dict:
-    """A V2 JSON infer request carrying ``images`` as one FP32 input."""
-    tensor = {"name": name, "shape": list(images.shape), "datatype": "FP32"}
-    return {"inputs": [{**tensor, "data": images.ravel().tolist()}]}
+@pytest.fixture(scope="session")
+def registry() -> Iterator[ModelRegistry]:
+    """The fakes (echo, echo.vjp, slow, failing) and the demo models mnist, mnist-cnn."""
+    models = fake_registry(*DEMO)
+    yield models
+    models.close()
 
 
-def start_server(home: Path, *args: str, env: dict[str, str] | None = None) -> RunningServer:
-    """Start `mlbridge serve` with ``home`` and wait until server.json appears."""
-    home.mkdir(mode=0o700, parents=True, exist_ok=True)
-    log = home.parent / f"{home.name}-serve.log"
-    environ = {**(env or os.environ), "MLBRIDGE_HOME": str(home)}
-    command = [sys.executable, "-m", "mlbridge", "serve", "--port", "0", *args]
-    with log.open("wb") as sink:
-        process = subprocess.Popen(command, env=environ, stdout=sink, stderr=subprocess.STDOUT)
-    server = RunningServer(process, home, log)
-    connection = home / "server.json"
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"mlbridge serve exited {process.returncode}:\n{log.read_text()}")
-        info = json.loads(connection.read_text()) if connection.exists() else {}
-        if info.get("pid") == process.pid:  # not a stale file from an earlier server
-            server.info = info
-            return server
-        time.sleep(0.05)
-    server.stop()
-    raise RuntimeError(f"mlbridge serve did not start in {START_TIMEOUT_S}s:\n{log.read_text()}")
+@pytest.fixture(scope="session")
+def app(registry: ModelRegistry) -> Starlette:
+    """The app serving ``registry`` in this process; its secret is support.fakes.SECRET."""
+    return in_process_app(registry)
+
+
+@pytest.fixture(scope="session")
+def http(app: Starlette) -> Iterator[TestClient]:
+    """A client of the in-process app that sends the secret."""
+    with TestClient(app, headers=AUTH) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def anon(app: Starlette) -> Iterator[TestClient]:
+    """A client of the in-process app that sends no secret."""
+    with TestClient(app) as client:
+        yield client
 
 
 @pytest.fixture(scope="session")
@@ -103,22 +68,28 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
 
 
 @pytest.fixture(scope="session")
-def mnist() -> tuple[np.ndarray, np.ndarray]:
+def mnist_dir() -> Path:
+    """The MNIST folder (MLBRIDGE_MNIST); skips the test when it is absent."""
+    reason = mnist_missing()
+    if reason:
+        pytest.skip(reason)
+    return MNIST_DIR
+
+
+@pytest.fixture(scope="session")
+def mnist(mnist_dir: Path) -> tuple[np.ndarray, np.ndarray]:
     """The held-out MNIST report set: images 8000..9999 as FP32 in [0,1], and labels."""
-    images, labels = load_mnist_idx(MNIST_DIR)
-    return (images[HELD_OUT].astype(np.float32) / 255.0), labels[HELD_OUT].astype(np.int64)
+    return load_held_out()
 
 
 # Client tests (clients/*/test_*.py)
-
-BATCH = slice(0, 20)  # held-out images 8000..8019
 
 
 @pytest.fixture(scope="session")
 def batch(mnist: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """Held-out images 8000..8019 (FP32 [20,28,28] in [0,1]) and their labels."""
     images, labels = mnist
-    return images[BATCH], labels[BATCH]
+    return images[CLIENT_BATCH], labels[CLIENT_BATCH]
 
 
 @pytest.fixture(scope="session")

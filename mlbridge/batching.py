@@ -49,9 +49,12 @@ class _Pending:
 class Batcher:
     """Merges the concurrent requests of one model (see the module docstring)."""
 
-    def __init__(self, policy: BatchPolicy, run: Run) -> None:
+    def __init__(
+        self, policy: BatchPolicy, run: Run, on_batch: Callable[[int, int], None] | None = None
+    ) -> None:
         self.policy = policy
         self._run = run
+        self._on_batch = on_batch  # told (rows, requests still waiting) at each runtime call
         self._queue: list[_Pending] = []
         self._draining = False
         self._drainer: asyncio.Task[None] | None = None  # held: the loop keeps weak references
@@ -122,7 +125,10 @@ class Batcher:
     async def _run_batch(self, batch: list[_Pending]) -> None:
         self.batches += 1
         self.requests += len(batch)
-        self.rows += sum(p.rows for p in batch)
+        rows = sum(p.rows for p in batch)
+        self.rows += rows
+        if self._on_batch is not None:
+            self._on_batch(rows, len(self._queue))
         if len(batch) == 1:
             await _settle(batch[0], self._run(batch[0].inputs))
             return
@@ -135,9 +141,9 @@ class Batcher:
             return
         start = 0
         for pending in batch:
-            rows = slice(start, start + pending.rows)
+            mine = slice(start, start + pending.rows)
             if not pending.done.done():
-                pending.done.set_result({name: out[rows] for name, out in outputs.items()})
+                pending.done.set_result({name: out[mine] for name, out in outputs.items()})
             start += pending.rows
 
 

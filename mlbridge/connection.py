@@ -56,6 +56,11 @@ def publish(home: Path, connection: Connection, secret: str) -> None:
     write_json_private(connection_path(home), connection.to_dict())
 
 
+def republish(home: Path, connection: Connection) -> None:
+    """Rewrite ``server.json`` (the models served changed); the token file stays."""
+    write_json_private(connection_path(home), connection.to_dict())
+
+
 def unpublish(home: Path, connection: Connection) -> None:
     """Remove both files, unless another server has replaced them since."""
     current = find_connection(home)

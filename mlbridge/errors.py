@@ -15,6 +15,7 @@ clients can branch on. The tree::
     ├── MethodNotAllowed  405     the endpoint exists but not for that method
     ├── PayloadTooLarge   413     the body exceeds the configured limit
     ├── GradientUnavailable 422   the model serves no gradient (the message says why)
+    ├── ReloadFailed      422     a model's new files did not load; the old model serves on
     ├── ModelLoadError    500     a model file could not be loaded (start-up only)
     ├── InferenceFailed   500     the runtime failed on valid input
     └── ConfigError       --      bad settings, arguments or files (CLI: one line)
@@ -108,6 +109,13 @@ class GradientUnavailable(MLBridgeError):
 
     status = 422
     code = "GradientUnavailable"
+
+
+class ReloadFailed(MLBridgeError):
+    """Raised when a reload cannot load a model's new files; the old model keeps serving."""
+
+    status = 422
+    code = "ReloadFailed"
 
 
 class ModelLoadError(MLBridgeError):

@@ -76,12 +76,18 @@ class InferenceService:
     """Runs validated requests, and gradients, through the :class:`Executor`."""
 
     def __init__(
-        self, registry: ModelRegistry, workers: int = 4, batching: BatchPolicy = NO_BATCHING
+        self,
+        registry: ModelRegistry,
+        workers: int = 4,
+        batching: BatchPolicy = NO_BATCHING,
+        observe_batch: Callable[[str, int, int], None] | None = None,
     ) -> None:
         self.registry = registry
         self.executor = Executor(workers)
         self.batching = batching  # the server-wide policy; a model's config may override it
-        self._batchers: dict[str, Batcher | None] = {}
+        self.observe_batch = observe_batch  # told (model, rows, waiting) at each batched call
+        # name -> (the model object it batches for, its batcher): a reloaded model gets its own
+        self._batchers: dict[str, tuple[ServedModel, Batcher | None]] = {}
 
     def model(self, name: str, version: str | None = None) -> ServedModel:
         """The served model ``name``; a version other than the served one is ModelNotFound."""
@@ -129,16 +135,25 @@ class InferenceService:
 
     def _batcher(self, model: ServedModel) -> Batcher | None:
         """The model's batcher (made on first use), or None when it does not batch."""
-        if model.name not in self._batchers:
+        known = self._batchers.get(model.name)
+        if known is None or known[0] is not model:
             policy = model.config.batching or self.batching
             batchable = policy.enabled and model.signature.batchable()
-            run = partial(self._run_model, model)
-            self._batchers[model.name] = Batcher(policy, run) if batchable else None
-        return self._batchers[model.name]
+            batcher = (
+                Batcher(policy, partial(self._run_model, model), self._batch_observer(model.name))
+                if batchable
+                else None
+            )
+            known = self._batchers[model.name] = (model, batcher)
+        return known[1]
+
+    def _batch_observer(self, name: str) -> Callable[[int, int], None] | None:
+        observe = self.observe_batch
+        return None if observe is None else partial(observe, name)
 
     def statistics(self, model: ServedModel) -> dict[str, int]:
         """Requests, examples and runtime calls through the model's batcher (zeros if none)."""
-        batcher = self._batchers.get(model.name)
+        batcher = self._batcher(model)
         if batcher is None:
             return {"requests": 0, "rows": 0, "batches": 0}
         return {"requests": batcher.requests, "rows": batcher.rows, "batches": batcher.batches}
@@ -172,7 +187,7 @@ class InferenceService:
         if cotangent is not None:
             out = model.signature.outputs[0]
             dy = cotangent[np.newaxis] if single else cotangent
-            check_cotangent(model, out, len(batch), dy)
+            check_cotangent(model, out, len(batch), dy, shown=cotangent)
             inputs[cotangent_name(out.name)] = cast_to(companion.name, _spec_of(companion, out), dy)
         await self._default_cotangents(companion, inputs)
         validate_inputs(companion, inputs)
@@ -227,18 +242,20 @@ def as_batch(model: ServedModel, spec: TensorSpec, array: np.ndarray) -> tuple[b
     return single, cast_to(model.name, spec, batch)
 
 
-def check_cotangent(model: ServedModel, output: TensorSpec, batch: int, dy: np.ndarray) -> None:
-    """A cotangent has the output's shape for this batch (dimensions fixed by the batch)."""
+def check_cotangent(
+    model: ServedModel, output: TensorSpec, batch: int, dy: np.ndarray, shown: np.ndarray
+) -> None:
+    """A cotangent has the output's shape for this batch; the error names ``shown``, as sent."""
     expected = (batch, *output.shape[1:])
     fits = dy.ndim == len(expected) and all(
         want < 0 or want == got for want, got in zip(expected, dy.shape)
     )
     if not fits:
-        shown = [d if d >= 0 else "any" for d in expected]
+        wanted = [d if d >= 0 else "any" for d in expected]
         raise ShapeMismatch(
             f"the cotangent of model {model.name!r} has the shape of its output "
-            f"{output.name!r}: {shown[1:]} for one example or {shown} for this batch; "
-            f"got shape {list(dy.shape)}"
+            f"{output.name!r}: {wanted[1:]} for one example or {wanted} for this batch; "
+            f"got shape {list(shown.shape)}"
         )
 
 

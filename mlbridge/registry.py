@@ -21,7 +21,14 @@ import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from .errors import ConfigError, GradientUnavailable, MLBridgeError, ModelLoadError, ModelNotFound
+from .errors import (
+    ConfigError,
+    GradientUnavailable,
+    MLBridgeError,
+    ModelLoadError,
+    ModelNotFound,
+    ReloadFailed,
+)
 from .model_config import ModelConfig, read_model_config
 from .protocol import ModelSignature, TensorSpec, cotangent_name, gradient_name
 from .runtimes import RUNTIMES, OnnxRuntime, Runtime
@@ -57,6 +64,7 @@ class ServedModel:
     gradient: str | None = None  # the companion's name
     gradient_unavailable: str = ""  # why there is no companion
     gradient_of: str | None = None  # on a companion: the model it differentiates
+    source: ModelSource | None = None  # where it was loaded from (to reload it)
 
     @property
     def platform(self) -> str:
@@ -76,10 +84,18 @@ class ServedModel:
 
 
 class ModelRegistry:
-    """Name -> loaded model (companions included); read-only once the server runs."""
+    """Name -> loaded model (companions included).
 
-    def __init__(self, models: list[ServedModel]) -> None:
+    Reloading swaps a model and its companion in one step (:meth:`install`), after the
+    new files loaded (:meth:`load_again`, slow: call it off the event loop). Requests
+    that already hold the old model finish on it; a failed reload leaves the old model
+    serving and its error in :meth:`reload_error`.
+    """
+
+    def __init__(self, models: list[ServedModel], threads: int = 1) -> None:
         self._models = {model.name: model for model in models}
+        self._reload_errors: dict[str, str] = {}
+        self.threads = threads
 
     def get(self, name: str) -> ServedModel:
         """Return the model called ``name`` or raise ModelNotFound listing the known ones."""
@@ -97,6 +113,50 @@ class ModelRegistry:
 
     def __len__(self) -> int:
         return len(self._models)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._models
+
+    def load_again(self, name: str) -> list[ServedModel]:
+        """Load model ``name`` (and its companion) afresh from its files; raise on failure."""
+        source = self.get(name).source
+        if source is None:
+            raise ReloadFailed(f"model {name!r} has no files to reload from")
+        try:
+            return load_model(source, self.threads)
+        except Exception as error:  # a broken file may raise anything from its engine
+            reason = error.message if isinstance(error, MLBridgeError) else repr(error)
+            self._reload_errors[name] = reason
+            raise ReloadFailed(
+                f"could not reload {name!r} ({reason}); the previous version still serves"
+            ) from error
+
+    def install(self, models: list[ServedModel]) -> None:
+        """Serve ``models`` (a model and its companion) in place of their namesakes, at once."""
+        primary = models[0]
+        old = self._models.get(primary.name)
+        replaced = {primary.name} | ({old.gradient} if old and old.gradient else set())
+        kept = {name: m for name, m in self._models.items() if name not in replaced}
+        self._models = {**kept, **{model.name: model for model in models}}
+        self._reload_errors.pop(primary.name, None)
+
+    def reload_error(self, name: str) -> str:
+        """Why the last reload of ``name`` failed ("" if it did not)."""
+        return self._reload_errors.get(name, "")
+
+    def sources(self) -> dict[Path, str]:
+        """Each model's files (model, config, companion) -> the model's name, for watching."""
+        files: dict[Path, str] = {}
+        for model in self._models.values():
+            if model.source is not None and model.gradient_of is None:
+                source = model.source
+                companion = source.model_file.with_name(
+                    source.model_file.stem + COMPANION_FILE_SUFFIX
+                )
+                for path in (source.model_file, source.config_file, companion):
+                    if path is not None:
+                        files[path.resolve()] = model.name
+        return files
 
     def close(self) -> None:
         for model in self._models.values():
@@ -131,7 +191,7 @@ def load_registry(paths: list[Path], threads: int = 1, strict: bool = False) -> 
         log.error("could not load %s: %s", path, reason)
     if failures and strict:
         raise ConfigError(f"could not load {failures[0][0]}: {failures[0][1]} (--strict)")
-    return ModelRegistry(list(loaded.values()))
+    return ModelRegistry(list(loaded.values()), threads)
 
 
 def discover(paths: list[Path]) -> list[ModelSource]:
@@ -194,7 +254,7 @@ def load_model(source: ModelSource, threads: int = 1) -> list[ServedModel]:
     runtime.load()
     signature = replace(runtime.signature(), labels=config.labels)
     check_declared(source, signature, config)
-    model = ServedModel(source.name, source.model_file, runtime, signature, config)
+    model = ServedModel(source.name, source.model_file, runtime, signature, config, source=source)
     companion = _companion(model, threads)
     if isinstance(companion, str):
         model.gradient_unavailable = companion

@@ -40,7 +40,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_batch_size", 64, "Dynamic batching: most rows merged into one call (1: off)."),
     Setting("batch_delay_us", 0, "Dynamic batching: longest wait for more requests, in µs."),
     Setting("strict", False, "Refuse to start if any model fails to load."),
-    Setting("access_log", False, "Log one line per request (never the secret)."),
+    Setting("watch", False, "Reload a model when its files change (hot reload)."),
+    Setting("shutdown_timeout_s", 10, "On SIGTERM, how long in-flight requests may finish."),
+    Setting("access_log", False, "Log one JSON line per request (never payloads or secrets)."),
 )
 
 _BY_NAME = {setting.name: setting for setting in SETTINGS}
@@ -70,6 +72,8 @@ class Settings:
     max_batch_size: int
     batch_delay_us: int
     strict: bool
+    watch: bool
+    shutdown_timeout_s: int
     access_log: bool
 
     @property

@@ -9,13 +9,13 @@ import socket
 import stat
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from support import TESTDATA, start_server
 
-from conftest import TESTDATA, start_server
+from mlbridge.connection import wait_for_server
 
 MODELS = TESTDATA / "models"
 
@@ -53,7 +53,8 @@ def test_files_are_private_loopback_only_and_removed_by_stop(tmp_path: Path) -> 
     assert all(stat.S_IMODE(f.stat().st_mode) == 0o600 for f in files)
     port = int(server.url.rsplit(":", 1)[1])
     assert listeners(port) == ["0100007F"]  # 127.0.0.1, and nothing else
-    assert server.info["pid"] == server.process.pid and server.info["models"] == ["linear"]
+    assert server.info["pid"] == server.process.pid
+    assert server.info["models"] == ["linear", "linear.vjp"]  # the model and its gradient
     stopped = mlbridge("stop", env=server.env)
     assert stopped.returncode == 0, stopped.stderr
     server.process.wait(timeout=10)
@@ -103,7 +104,7 @@ def test_tflite_model_served_like_onnx(tmp_path: Path, mnist) -> None:
         from mlbridge.client import Client
 
         with Client(home=server.home) as client:
-            assert client.models() == ["linear", "linear-lite", "twoin"]
+            assert client.models() == ["linear", "linear-lite", "linear.vjp", "twoin", "twoin.vjp"]
             images = mnist[0][:16]
             onnx, lite = client.predict("linear", images), client.predict("linear-lite", images)
             assert np.allclose(onnx, lite, atol=1e-5)
@@ -122,7 +123,7 @@ def test_a_broken_model_is_reported_and_the_others_load(tmp_path: Path) -> None:
     (repository / "linear.onnx").write_bytes((MODELS / "linear.onnx").read_bytes())
     server = start_server(tmp_path / "home", str(repository))
     try:
-        assert server.info["models"] == ["linear"]
+        assert server.info["models"] == ["linear", "linear.vjp"]
     finally:
         server.stop()
     assert "could not load" in server.log.read_text() and "broken.onnx" in server.log.read_text()
@@ -186,10 +187,7 @@ def test_serving_the_demo_models_never_imports_tensorflow(tmp_path: Path) -> Non
         [sys.executable, "-c", probe], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
-        deadline = time.monotonic() + 60
-        while not (home / "server.json").exists() and time.monotonic() < deadline:
-            assert process.poll() is None, "the server exited early"
-            time.sleep(0.05)
+        wait_for_server(home, process.pid, 60, process.poll)
         assert "mnist-cnn" in mlbridge("models", env=env).stdout
     finally:
         process.send_signal(signal.SIGINT)  # SIGINT lets atexit run; SIGTERM would not
@@ -223,7 +221,8 @@ def test_detach_passes_every_setting_to_the_server(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     try:
         info = json.loads((tmp_path / "home" / "server.json").read_text())
-        assert info["token_file"] == str(token_file) and info["models"] == ["linear"]
+        assert info["token_file"] == str(token_file)
+        assert info["models"] == ["linear", "linear.vjp"]
     finally:
         assert mlbridge("stop", env=env).returncode == 0
 

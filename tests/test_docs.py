@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 
-from conftest import REPO
+from support import REPO
+
 from mlbridge.settings import SETTINGS, load_settings
 
 README = (REPO / "README.md").read_text()

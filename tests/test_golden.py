@@ -7,9 +7,9 @@ import json
 import httpx
 import numpy as np
 import pytest
+from support import TESTDATA
 from wolframclient.deserializers import binary_deserialize
 
-from conftest import TESTDATA
 from mlbridge.codecs.mathematica import parse_list
 
 IMAGE_8000_LABEL = 4

@@ -6,10 +6,10 @@ import httpx
 import numpy as np
 import pytest
 import tritonclient.http as triton
+from support import v2_json
 from wolframclient.deserializers import binary_deserialize
 from wolframclient.serializers import export
 
-from support import v2_json
 from mlbridge.client import Client, ServerError
 
 

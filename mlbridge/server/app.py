@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 
 from ..auth import TokenAuthenticator
 from ..batching import BatchPolicy
@@ -14,11 +17,14 @@ from ..settings import Settings
 from . import cas, routes
 from .cas import CasRoute
 from .errors import handle_http_error, handle_unexpected
+from .metrics import ObservedApp, ServerMetrics
 from .policy import Access, DeclaredRoute, JsonRoute
+from .reloading import Reloader
 
 OPEN, SECRET, SECRET_OR_FIRST_LINE = Access.OPEN, Access.SECRET, Access.SECRET_OR_FIRST_LINE
 MODEL = "/v2/models/{name}"
 VERSIONED = "/v2/models/{name}/versions/{version}"
+REPOSITORY = "/v2/repository/models/{name}"
 
 ROUTES: list[DeclaredRoute] = [
     JsonRoute("/v2/health/live", routes.live, access=OPEN),
@@ -29,6 +35,9 @@ ROUTES: list[DeclaredRoute] = [
     JsonRoute(MODEL + "/ready", routes.model_ready, access=SECRET),
     JsonRoute(MODEL + "/infer", routes.infer, access=SECRET, methods=["POST"]),
     JsonRoute(MODEL + "/stats", routes.model_statistics, access=SECRET),
+    JsonRoute("/v2/repository/index", routes.repository_index, access=SECRET, methods=["POST"]),
+    JsonRoute(REPOSITORY + "/load", routes.load_model, access=SECRET, methods=["POST"]),
+    JsonRoute("/metrics", routes.metrics, access=SECRET),
     JsonRoute(VERSIONED, routes.model_metadata, access=SECRET),
     JsonRoute(VERSIONED + "/ready", routes.model_ready, access=SECRET),
     JsonRoute(VERSIONED + "/infer", routes.infer, access=SECRET, methods=["POST"]),
@@ -39,15 +48,30 @@ ROUTES: list[DeclaredRoute] = [
 
 
 def create_app(
-    registry: ModelRegistry, authenticator: TokenAuthenticator, settings: Settings
+    registry: ModelRegistry,
+    authenticator: TokenAuthenticator,
+    settings: Settings,
+    on_models_changed: Callable[[list[str]], None] | None = None,
 ) -> Starlette:
-    """Build the ASGI app serving ``registry``; routes check ``authenticator`` as declared."""
+    """Build the ASGI app serving ``registry``; routes check ``authenticator`` as declared.
+
+    ``on_models_changed`` hears the served names after a reload changed them.
+    """
+    metrics = ServerMetrics()
+    observed = Middleware(
+        ObservedApp, metrics=metrics, served=registry.__contains__, log=settings.access_log
+    )
     app = Starlette(
         routes=ROUTES,
+        middleware=[observed],
         exception_handlers={HTTPException: handle_http_error, Exception: handle_unexpected},
     )
     batching = BatchPolicy(settings.max_batch_size, settings.batch_delay_us)
-    app.state.service = InferenceService(registry, settings.workers, batching)
+    app.state.service = InferenceService(
+        registry, settings.workers, batching, metrics.observe_batch
+    )
+    app.state.metrics = metrics
+    app.state.reloader = Reloader(registry, on_models_changed)
     app.state.authenticator = authenticator
     app.state.cas_codecs = cas_codecs(max_decompressed=settings.max_body_bytes)
     app.state.settings = settings

@@ -15,14 +15,19 @@ from starlette.responses import JSONResponse, Response
 from .. import __version__
 from ..codecs import v2 as v2_codec
 from ..inference import Executor, InferenceService
-from ..registry import ServedModel
+from ..registry import ModelRegistry, ServedModel
 from .cas import read_body
+from .reloading import Reloader
 
 EXTENSIONS = ["binary_tensor_data", "cas_endpoint", "gradients", "statistics"]
 
 
 def service(request: Request) -> InferenceService:
     return request.app.state.service
+
+
+def reloader(request: Request) -> Reloader:
+    return request.app.state.reloader
 
 
 def served_model(request: Request) -> ServedModel:
@@ -51,12 +56,40 @@ async def model_list(request: Request) -> Response:
 
 
 async def model_metadata(request: Request) -> Response:
-    return JSONResponse(metadata(served_model(request)))
+    model = served_model(request)
+    document = metadata(model)
+    reload_error = service(request).registry.reload_error(model.name)
+    if reload_error:
+        document.setdefault("parameters", {})["reload_error"] = reload_error
+    return JSONResponse(document)
 
 
 async def model_ready(request: Request) -> Response:
     model = served_model(request)
-    return JSONResponse({"name": model.name, "ready": True})
+    document: dict[str, Any] = {"name": model.name, "ready": True}
+    reload_error = service(request).registry.reload_error(model.name)
+    if reload_error:
+        document["reload_error"] = reload_error  # the old model still serves
+    return JSONResponse(document)
+
+
+async def repository_index(request: Request) -> Response:
+    """POST /v2/repository/index: every model and its state (Triton's repository extension)."""
+    registry = service(request).registry
+    return JSONResponse([_index_entry(registry, model) for model in registry.models()])
+
+
+async def load_model(request: Request) -> Response:
+    """POST /v2/repository/models/{name}/load: load the model's files again and swap it in."""
+    name = served_model(request).name
+    await reloader(request).reload(name)
+    return JSONResponse({"name": name, "reloaded": True})
+
+
+async def metrics(request: Request) -> Response:
+    """GET /metrics: Prometheus' text format."""
+    exposition = request.app.state.metrics.exposition()
+    return Response(exposition, media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
 async def infer(request: Request) -> Response:
@@ -114,6 +147,13 @@ def metadata(model: ServedModel) -> dict[str, Any]:
     if parameters:
         document["parameters"] = parameters
     return document
+
+
+def _index_entry(registry: ModelRegistry, model: ServedModel) -> dict[str, Any]:
+    entry = {"name": model.name, "version": model.version, "state": "READY"}
+    if registry.reload_error(model.name):
+        entry["reason"] = registry.reload_error(model.name)
+    return entry
 
 
 def _summary(model: ServedModel) -> dict[str, Any]:

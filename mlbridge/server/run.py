@@ -7,12 +7,14 @@ sees ``server.json`` can connect at once. Both files go on a clean stop.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import ipaddress
 import logging
 import os
 import socket
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import uvicorn
@@ -25,33 +27,47 @@ from ..connection import (
     find_connection,
     is_live,
     publish,
+    republish,
     unpublish,
 )
 from ..errors import ConfigError
 from ..registry import ModelRegistry
 from ..settings import Settings
 from .app import create_app
+from .reloading import Reloader
 
 log = logging.getLogger("mlbridge")
 BACKLOG = 2048
 
 
 class PublishingServer(uvicorn.Server):
-    """A uvicorn server that writes the connection files once it is listening."""
+    """A uvicorn server that publishes its connection files once listening (and watches files).
 
-    def __init__(self, config: uvicorn.Config, publish, unpublish) -> None:
+    On SIGTERM/SIGINT uvicorn stops accepting, lets in-flight requests finish within
+    ``timeout_graceful_shutdown``, and only then are the files removed.
+    """
+
+    def __init__(
+        self, config: uvicorn.Config, publication: Publication, reloader: Reloader | None
+    ) -> None:
         super().__init__(config)
-        self._publish = publish
-        self._unpublish = unpublish
+        self.publication = publication
+        self.reloader = reloader  # set when --watch
+        self._stop_watching = asyncio.Event()
+        self._watcher: asyncio.Task[None] | None = None
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
-        if self.started:
-            self._publish()
+        if not self.started:
+            return
+        self.publication.write()
+        if self.reloader is not None:
+            self._watcher = asyncio.create_task(self.reloader.watch(self._stop_watching))
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        self._unpublish()
+        self._stop_watching.set()
         await super().shutdown(sockets)
+        self.publication.remove()
 
 
 def serve(registry: ModelRegistry, settings: Settings) -> None:
@@ -61,15 +77,6 @@ def serve(registry: ModelRegistry, settings: Settings) -> None:
     refuse_running_server(settings.home)
     listener = bind(settings.host, settings.port)
     secret = new_secret()
-    app = create_app(registry, TokenAuthenticator(secret, settings.token_file), settings)
-    config = uvicorn.Config(
-        app,
-        lifespan="off",
-        access_log=settings.access_log,
-        log_level="info",
-        timeout_keep_alive=30,
-        server_header=False,
-    )
     connection = Connection(
         url=f"http://{_url_host(settings.host)}:{listener.getsockname()[1]}",
         pid=os.getpid(),
@@ -79,7 +86,18 @@ def serve(registry: ModelRegistry, settings: Settings) -> None:
         started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     )
     published = Publication(settings.home, connection, secret)
-    server = PublishingServer(config, published.write, published.remove)
+    authenticator = TokenAuthenticator(secret, settings.token_file)
+    app = create_app(registry, authenticator, settings, published.update_models)
+    config = uvicorn.Config(
+        app,
+        lifespan="off",
+        access_log=False,  # the app logs its own structured line (settings.access_log)
+        log_level="info",
+        timeout_keep_alive=30,
+        timeout_graceful_shutdown=settings.shutdown_timeout_s,
+        server_header=False,
+    )
+    server = PublishingServer(config, published, app.state.reloader if settings.watch else None)
     try:
         server.run(sockets=[listener])
     finally:
@@ -101,6 +119,12 @@ class Publication:
         self._written = True
         log.info("serving %s at %s", ", ".join(self.connection.models), self.connection.url)
         log.info("connection file %s", connection_path(self.home))
+
+    def update_models(self, models: list[str]) -> None:
+        """Say the new model list in ``server.json`` (after a reload changed it)."""
+        self.connection = replace(self.connection, models=models)
+        if self._written:
+            republish(self.home, self.connection)
 
     def remove(self) -> None:
         if self._written:

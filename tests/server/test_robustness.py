@@ -10,8 +10,7 @@ import time
 import httpx
 import numpy as np
 import pytest
-
-from conftest import TESTDATA, start_server, v2_json
+from support import TESTDATA, start_server, v2_json
 
 
 @pytest.fixture(scope="module")

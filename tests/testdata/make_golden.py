@@ -15,9 +15,10 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the support module
 
-from conftest import v2_json
+from support import MNIST_DIR, v2_json
+
 from mlbridge.client import Client
 from mlbridge.codecs import v2
 from mlbridge.codecs.mathematica import format_list
@@ -25,12 +26,11 @@ from mlbridge.codecs.wxf import loads as wxf_loads
 from mlbridge.training.data import load_mnist_idx
 
 HERE = Path(__file__).resolve().parent
-MNIST = HERE.parents[2] / "shared" / "data" / "mnist"
 V2_BINARY_HEADER = HERE / "mnist-8000.request.v2bin.header-length"
 
 
 def image() -> np.ndarray:
-    return (load_mnist_idx(MNIST)[0][8000] / 255.0).astype(np.float32)
+    return (load_mnist_idx(MNIST_DIR)[0][8000] / 255.0).astype(np.float32)
 
 
 def requests(picture: np.ndarray) -> dict[str, tuple[bytes, dict[str, str]]]:

@@ -6,8 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from conftest import start_server
+from support import start_server
 
 pytestmark = pytest.mark.training
 

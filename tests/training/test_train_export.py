@@ -15,9 +15,9 @@ pytestmark = pytest.mark.training
 keras = pytest.importorskip("keras")
 pytest.importorskip("tensorflow")
 
+from support import MNIST_DIR, start_server  # noqa: E402
 from training_helpers import infer, run_cli, write_cifar_batches  # noqa: E402
 
-from conftest import MNIST_DIR, start_server  # noqa: E402
 from mlbridge.training.data import load_mnist  # noqa: E402
 from mlbridge.training.export import run_onnx, run_tflite  # noqa: E402
 from mlbridge.training.train import load_model  # noqa: E402
@@ -41,9 +41,9 @@ TOLERANCE = 1e-4
 
 
 @pytest.fixture(scope="module")
-def heldout() -> tuple[np.ndarray, np.ndarray]:
+def heldout(mnist_dir: Path) -> tuple[np.ndarray, np.ndarray]:
     """The first 256 held-out images (8000..8255), scaled, and their labels."""
-    data = load_mnist(MNIST_DIR).scaled()
+    data = load_mnist(mnist_dir).scaled()
     return data.x_heldout[:256], data.y_heldout[:256]
 
 
@@ -53,7 +53,7 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module", params=EVIDENCE)
-def evidence_model(request: pytest.FixtureRequest, workdir: Path) -> Path:
+def evidence_model(request: pytest.FixtureRequest, workdir: Path, mnist_dir: Path) -> Path:
     """mnist-mlp + EvidenceTweakingLayer: 2 epochs (Adam 1e-3) on 2,000 images, by the CLI."""
     run_cli(
         "train",
@@ -61,7 +61,7 @@ def evidence_model(request: pytest.FixtureRequest, workdir: Path) -> Path:
         "--evidence",
         request.param,
         "--data",
-        MNIST_DIR,
+        mnist_dir,
         "--out",
         workdir,
         "--epochs",
@@ -250,9 +250,11 @@ def test_cifar10_synthetic_end_to_end(cifar_dir: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("arch", "floor"), [("mnist-mlp", 0.93), ("mnist-cnn", 0.97)])
-def test_default_epochs_meet_the_floor(tmp_path: Path, arch: str, floor: float) -> None:
+def test_default_epochs_meet_the_floor(
+    tmp_path: Path, mnist_dir: Path, arch: str, floor: float
+) -> None:
     """The acceptance floors, trained from scratch (~25 s MLP, ~70 s CNN on 2 cores)."""
-    run_cli("train", arch, "--data", MNIST_DIR, "--out", tmp_path)
+    run_cli("train", arch, "--data", mnist_dir, "--out", tmp_path)
     report = json.loads((tmp_path / f"{arch}.report.json").read_text())
     assert report["epochs"] >= 4 and report["heldout_accuracy"] >= floor
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from conftest import MNIST_DIR, REPO
+from support import REPO
 
 HEAVY = ("tensorflow", "keras", "tf2onnx", "onnx")
 
@@ -25,7 +25,7 @@ def test_commands_and_data_import_no_tensorflow() -> None:
     assert result.stdout.strip() == "[]"
 
 
-def test_missing_tensorflow_gives_the_install_hint() -> None:
+def test_missing_tensorflow_gives_the_install_hint(tmp_path) -> None:
     # A None entry in sys.modules makes `import tensorflow` raise ImportError, as if absent.
     for command in ("train mnist-mlp", "export model.keras"):
         code = (
@@ -35,7 +35,7 @@ def test_missing_tensorflow_gives_the_install_hint() -> None:
             "main([name, arg, '--data', sys.argv[1]] if name == 'train' else [name, sys.argv[1]])\n"
         )
         result = subprocess.run(
-            [sys.executable, "-c", code, str(MNIST_DIR)],
+            [sys.executable, "-c", code, str(tmp_path)],  # no data needed for the hint
             capture_output=True,
             text=True,
             cwd=REPO,

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 from training_helpers import write_cifar_batches
 
-from conftest import MNIST_DIR
 from mlbridge.errors import ConfigError, DataNotFound
 from mlbridge.training.data import (
     load_cifar10,
@@ -22,8 +21,8 @@ from mlbridge.training.data import (
 
 
 @pytest.fixture(scope="module")
-def shared_mnist():
-    return load_mnist(MNIST_DIR)
+def shared_mnist(mnist_dir: Path):
+    return load_mnist(mnist_dir)
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +39,8 @@ def test_shared_mnist_has_the_fixed_split(shared_mnist) -> None:
     assert set(np.unique(shared_mnist.y_heldout)) == set(range(10))
 
 
-def test_raw_idx_files_read_like_gzip(tmp_path: Path, shared_mnist) -> None:
-    for gz in MNIST_DIR.glob("*.gz"):
+def test_raw_idx_files_read_like_gzip(tmp_path: Path, mnist_dir: Path, shared_mnist) -> None:
+    for gz in mnist_dir.glob("*.gz"):
         with gzip.open(gz) as source, (tmp_path / gz.stem).open("wb") as target:
             shutil.copyfileobj(source, target)
     raw = load_mnist(tmp_path)
@@ -49,8 +48,10 @@ def test_raw_idx_files_read_like_gzip(tmp_path: Path, shared_mnist) -> None:
     assert np.array_equal(raw.y_train, shared_mnist.y_train)
 
 
-def test_train_and_test_idx_sets_split_by_file(tmp_path: Path, shared_mnist) -> None:
-    for gz in MNIST_DIR.glob("*.gz"):
+def test_train_and_test_idx_sets_split_by_file(
+    tmp_path: Path, mnist_dir: Path, shared_mnist
+) -> None:
+    for gz in mnist_dir.glob("*.gz"):
         shutil.copy(gz, tmp_path / gz.name)
         shutil.copy(gz, tmp_path / gz.name.replace("t10k", "train"))
     both = load_mnist(tmp_path)

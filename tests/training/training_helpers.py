@@ -1,7 +1,7 @@
 """Helpers for the training tests: the CLI in process, V2 requests, synthetic CIFAR-10.
 
-A plain module, not a conftest.py: two conftest modules without packages would both be
-`conftest` to `from conftest import ...`.
+A plain module beside the tests that use it (``from training_helpers import ...``); the
+helpers every test shares live in ``tests/support`` (``from support import ...``).
 """
 
 from __future__ import annotations

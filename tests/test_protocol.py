@@ -1,0 +1,85 @@
+"""The shared data model: V2 datatype names <-> numpy dtypes, tensor specs, signatures."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mlbridge.errors import BadRequest
+from mlbridge.protocol import (
+    NUMPY_TO_V2,
+    V2_TO_NUMPY,
+    ModelSignature,
+    TensorSpec,
+    numpy_dtype,
+    v2_datatype,
+)
+
+DATATYPES = [
+    ("BOOL", np.bool_),
+    ("UINT8", np.uint8),
+    ("UINT16", np.uint16),
+    ("UINT32", np.uint32),
+    ("UINT64", np.uint64),
+    ("INT8", np.int8),
+    ("INT16", np.int16),
+    ("INT32", np.int32),
+    ("INT64", np.int64),
+    ("FP16", np.float16),
+    ("FP32", np.float32),
+    ("FP64", np.float64),
+]
+
+
+@pytest.mark.parametrize(("name", "dtype"), DATATYPES)
+def test_each_v2_datatype_maps_to_one_dtype_and_back(name: str, dtype: type) -> None:
+    assert numpy_dtype(name) == np.dtype(dtype)
+    assert v2_datatype(np.dtype(dtype)) == name
+
+
+def test_the_maps_cover_the_same_datatypes() -> None:
+    assert set(V2_TO_NUMPY) == {name for name, _ in DATATYPES}
+    assert {NUMPY_TO_V2[dtype] for dtype in V2_TO_NUMPY.values()} == set(V2_TO_NUMPY)
+
+
+@pytest.mark.parametrize("name", ["FLOAT", "fp32", "BYTES", None, 3])
+def test_an_unknown_datatype_lists_the_known_ones(name) -> None:
+    with pytest.raises(BadRequest, match=f"unknown datatype {name!r}; expected one of BOOL, "):
+        numpy_dtype(name)
+
+
+def test_a_dtype_without_a_v2_name_is_refused() -> None:
+    with pytest.raises(BadRequest, match="numpy dtype complex64 has no V2 datatype"):
+        v2_datatype(np.dtype(np.complex64))
+
+
+SPEC = TensorSpec("input", "FP32", (-1, 28, 28))
+
+
+@pytest.mark.parametrize(
+    ("shape", "accepted"),
+    [
+        ((1, 28, 28), True),
+        ((0, 28, 28), True),
+        ((5000, 28, 28), True),
+        ((28, 28), False),
+        ((1, 28, 27), False),
+        ((1, 28, 28, 1), False),
+        ((), False),
+    ],
+)
+def test_a_spec_accepts_any_size_where_it_says_minus_one(shape, accepted: bool) -> None:
+    assert SPEC.accepts_shape(shape) is accepted
+
+
+def test_a_spec_describes_itself_and_writes_v2_metadata() -> None:
+    assert SPEC.describe() == "'input' of shape [-1, 28, 28] (FP32)"
+    assert SPEC.to_dict() == {"name": "input", "datatype": "FP32", "shape": [-1, 28, 28]}
+    assert TensorSpec("s", "INT64", ()).accepts_shape(())
+
+
+def test_a_signature_finds_its_inputs_by_name() -> None:
+    signature = ModelSignature(inputs=(SPEC,), outputs=())
+    assert signature.input("input") is SPEC and signature.labels is None
+    with pytest.raises(KeyError):
+        signature.input("pixels")
