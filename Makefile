@@ -13,14 +13,14 @@ test:        ## the whole suite, as CI runs it
 	scripts/test
 
 test-fast:   ## no TensorFlow, Octave, R or Mathics3 runs
-	scripts/test -m "not training and not clients"
+	scripts/test -m "not training and not clients and not functions and not slow"
 
 lint:
 	scripts/lint
 
-bench:       ## side-by-side benchmarks (bench/README.md)
-	$(PYTHON) bench/latency.py
-	$(PYTHON) bench/batch.py
+bench:       ## mlbridge against its peers in one run, ~13 min (bench/README.md); BENCH_ARGS=--quick: ~3 min
+	$(PYTHON) -m pip install --quiet -e '.[bench]'
+	$(PYTHON) -m bench $(BENCH_ARGS)
 
 golden:      ## re-record tests/testdata replies after retraining (needs a running server)
 	$(PYTHON) tests/testdata/make_golden.py

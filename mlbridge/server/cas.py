@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import numpy as np
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -21,7 +21,7 @@ from ..auth import bearer_token
 from ..codecs import CasCodec, codec_for_body, codec_for_reply
 from ..errors import MLBridgeError, PayloadError, PayloadTooLarge
 from ..inference import Executor, InferenceService
-from .errors import cas_error, internal_error
+from .errors import cas_error, client_gone, internal_error
 from .policy import Access, DeclaredRoute, authenticator, header
 
 log = logging.getLogger("mlbridge")
@@ -60,6 +60,8 @@ class CasRoute(DeclaredRoute):
             return Response(content, media_type=reply.media_type)
         except MLBridgeError as error:
             return cas_error(error, reply)
+        except ClientDisconnect:  # nobody is left to answer
+            return client_gone()
         except Exception:  # anything else is our bug: say so, in the caller's format
             log.exception("unexpected error on POST %s", request.url.path)
             return cas_error(internal_error(), reply)

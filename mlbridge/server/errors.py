@@ -17,6 +17,7 @@ from ..codecs import CasCodec
 from ..errors import InferenceFailed, MethodNotAllowed, MLBridgeError, RouteNotFound, Unauthorized
 
 log = logging.getLogger("mlbridge")
+CLIENT_CLOSED_REQUEST = 499  # nginx's status for a request the client abandoned
 CHALLENGE = {"www-authenticate": 'Bearer realm="mlbridge"'}
 
 
@@ -32,6 +33,12 @@ def cas_error(error: MLBridgeError, codec: CasCodec) -> Response:
     return Response(
         codec.encode_error(error), error.status, _headers(error), media_type=codec.media_type
     )
+
+
+def client_gone() -> Response:
+    """The reply to a client that hung up mid-request: nobody reads it (logged as 499)."""
+    log.debug("client disconnected before its request was read")
+    return Response(status_code=CLIENT_CLOSED_REQUEST)
 
 
 def internal_error() -> MLBridgeError:

@@ -20,12 +20,13 @@ from collections.abc import Callable
 from enum import Enum
 from typing import Any
 
+from starlette.requests import ClientDisconnect
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..auth import TokenAuthenticator, bearer_token
 from ..errors import MLBridgeError
-from .errors import internal_error, json_error
+from .errors import client_gone, internal_error, json_error
 
 log = logging.getLogger("mlbridge")
 
@@ -80,6 +81,8 @@ class JsonRoute(DeclaredRoute):
                 await app(scope, receive, send)
             except MLBridgeError as error:
                 await json_error(error)(scope, receive, send)
+            except ClientDisconnect:  # nobody is left to answer
+                await client_gone()(scope, receive, send)
             except Exception:  # anything else is our bug: say so, in this route's format
                 log.exception("unexpected error on %s %s", scope["method"], scope["path"])
                 await json_error(internal_error())(scope, receive, send)
