@@ -9,6 +9,8 @@ constant time. The secret is never logged.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import os
 import secrets
@@ -19,6 +21,7 @@ from typing import Any
 from .errors import ConfigError, Unauthorized
 
 TOKEN_BYTES = 32  # 256 bits
+PROOF_LABEL = b"mlbridge server proof v1\n"
 BEARER = "bearer "
 
 
@@ -30,6 +33,11 @@ def new_secret() -> str:
 def secure_folder(folder: Path) -> None:
     """Create ``folder`` (0700) if missing; refuse one that others may write to."""
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    check_private_folder(folder)
+
+
+def check_private_folder(folder: Path) -> None:
+    """Refuse a folder that is a symlink, someone else's, or writable by others."""
     info = folder.lstat()
     if stat.S_ISLNK(info.st_mode):
         raise ConfigError(f"{folder} is a symbolic link; refusing to write secrets through it")
@@ -61,6 +69,19 @@ def write_private(path: Path, text: str) -> None:
         raise
 
 
+def check_private_file(path: Path) -> None:
+    """Refuse a file that is a symlink, someone else's, or readable or writable by others."""
+    info = path.lstat()
+    if stat.S_ISLNK(info.st_mode):
+        raise ConfigError(f"{path} is a symbolic link; refusing to trust it")
+    if info.st_uid != os.getuid():
+        raise ConfigError(f"{path} belongs to another user; refusing to trust it")
+    if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ConfigError(
+            f"{path} is open to others (mode {stat.S_IMODE(info.st_mode):o}); run: chmod 600 {path}"
+        )
+
+
 def write_json_private(path: Path, document: dict[str, Any]) -> None:
     """Write a JSON document with :func:`write_private`."""
     write_private(path, json.dumps(document, indent=2) + "\n")
@@ -76,6 +97,21 @@ def read_secret(path: Path) -> str:
     if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise ConfigError(f"{path} is readable by others; run: chmod 600 {path}")
     return text.strip()
+
+
+def server_proof(secret: str, nonce: str) -> str:
+    """The server's proof that it knows ``secret``: HMAC-SHA256 of a client's nonce.
+
+    A client checks it before sending the secret, so a stranger that took over a dead
+    server's port learns nothing. The label keeps these MACs apart from any other use.
+    """
+    message = PROOF_LABEL + nonce.encode()
+    return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
+
+
+def is_nonce(text: str) -> bool:
+    """Whether ``text`` is a client nonce: 32 to 128 hexadecimal digits."""
+    return 32 <= len(text) <= 128 and all(c in "0123456789abcdef" for c in text)
 
 
 class TokenAuthenticator:
@@ -97,6 +133,10 @@ class TokenAuthenticator:
 
     def matches(self, presented: str) -> bool:
         return secrets.compare_digest(presented.strip().encode(), self._secret)
+
+    def proof(self, nonce: str) -> str:
+        """:func:`server_proof` with this server's secret."""
+        return server_proof(self._secret.decode(), nonce)
 
 
 def bearer_token(authorization: str | None) -> str | None:

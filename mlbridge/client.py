@@ -13,8 +13,10 @@ model's gradient companion, an ordinary V2 model.
 
 from __future__ import annotations
 
+import hmac
 import http.client
 import json
+import secrets
 from math import prod
 from pathlib import Path
 from typing import Any, overload
@@ -22,7 +24,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from .auth import read_secret
+from .auth import read_secret, server_proof
 from .codecs import v2
 from .connection import read_connection
 from .errors import ConfigError, GradientUnavailable, MLBridgeError
@@ -62,6 +64,7 @@ class Client:
             raise ConfigError(f"expected a server URL such as http://127.0.0.1:8123; got {url!r}")
         self._connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=TIMEOUT_S)
         self._metadata: dict[str, dict[str, Any]] = {}
+        self._verified = False
 
     def models(self) -> list[str]:
         """Names of the served models."""
@@ -75,6 +78,11 @@ class Client:
 
     def server_metadata(self) -> dict[str, Any]:
         return self._json("GET", "/v2")
+
+    def shutdown(self) -> int:
+        """Ask the server to stop gracefully; return its pid (it stops after replying)."""
+        _, _, body = self._request("POST", "/v2/shutdown")
+        return int(json.loads(body)["pid"])
 
     def live(self) -> bool:
         return bool(self._json("GET", "/v2/health/live").get("live"))
@@ -148,6 +156,21 @@ class Client:
         length = reply_headers.get(v2.HEADER_LENGTH)
         return v2.decode_response(reply, length).outputs
 
+    def _verify_server(self, token: str) -> None:
+        """Before the secret leaves, make the server prove it knows it (see auth.server_proof)."""
+        nonce = secrets.token_hex(32)
+        try:
+            _, _, body = self._request("GET", f"/v2/health/proof?nonce={nonce}", secret=False)
+            proof = str(json.loads(body)["proof"])
+        except (ServerError, ValueError, KeyError, TypeError):  # not an mlbridge that knows
+            proof = ""
+        self._verified = hmac.compare_digest(proof, server_proof(token, nonce))
+        if not self._verified:
+            raise ConfigError(
+                f"the server at {self.url} could not prove it knows the secret; "
+                "not sending it (is this really your mlbridge server?)"
+            )
+
     def close(self) -> None:
         self._connection.close()
 
@@ -185,9 +208,12 @@ class Client:
         path: str,
         body: bytes | None = None,
         headers: dict[str, str] | None = None,
+        secret: bool = True,
     ) -> tuple[int, dict[str, str], bytes]:
         headers = dict(headers or {})
-        if self._token:
+        if self._token and secret:
+            if not self._verified:
+                self._verify_server(self._token)
             headers["Authorization"] = f"Bearer {self._token}"
         try:
             self._connection.request(method, path, body=body, headers=headers)

@@ -9,6 +9,7 @@ Both files are written atomically with mode 0600 (see :mod:`mlbridge.auth`).
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import socket
@@ -19,7 +20,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from .auth import read_secret, write_json_private, write_private
+from .auth import (
+    check_private_file,
+    check_private_folder,
+    read_secret,
+    write_json_private,
+    write_private,
+)
 from .errors import ConfigError
 
 CONNECTION_FILE = "server.json"
@@ -70,9 +77,16 @@ def unpublish(home: Path, connection: Connection) -> None:
 
 
 def read_connection(home: Path) -> Connection:
-    """The connection of the server of ``home``; ConfigError says why there is none."""
+    """The connection of the server of ``home``, trusted only if it can be trusted.
+
+    The home folder and the file must be the user's own and closed to others (anyone who
+    could plant them could learn the secret from a client); the URL must be http(s) on a
+    loopback address. ConfigError says why there is no usable connection.
+    """
     path = connection_path(home)
     try:
+        check_private_folder(home)
+        check_private_file(path)
         document = json.loads(path.read_text())
     except FileNotFoundError:
         raise ConfigError(
@@ -97,6 +111,7 @@ def _parse(path: Path, document: Any) -> Connection:
     url, pid, token_file = document.get("url"), document.get("pid"), document.get("token_file")
     if not isinstance(url, str) or not isinstance(pid, int) or not isinstance(token_file, str):
         raise ConfigError(f"{path}: expected string 'url', integer 'pid', string 'token_file'")
+    check_url(url, path)
     models = document.get("models", [])
     return Connection(
         url=url,
@@ -106,6 +121,28 @@ def _parse(path: Path, document: Any) -> Connection:
         version=str(document.get("version", "")),
         started=str(document.get("started", "")),
     )
+
+
+def check_url(url: str, where: Path | str = "the URL") -> None:
+    """Accept only an http(s) URL on a loopback address, free of control characters."""
+    parts = urlsplit(url)
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in url) or parts.scheme not in ("http", "https"):
+        raise ConfigError(f"{where}: {url!r} is not an http(s) URL; refusing to use it")
+    if not is_loopback(parts.hostname or ""):
+        raise ConfigError(
+            f"{where}: {url!r} is not on this machine (a loopback address); refusing to send "
+            "it the secret"
+        )
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names this machine: localhost, 127.0.0.0/8 or ::1."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def wait_for_server(

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from support import TESTDATA, start_server
 
+from mlbridge.auth import write_private
 from mlbridge.connection import wait_for_server
 
 MODELS = TESTDATA / "models"
@@ -204,7 +205,7 @@ def test_a_stale_connection_file_is_replaced(tmp_path: Path) -> None:
         closed.bind(("127.0.0.1", 0))
         dead_url = f"http://127.0.0.1:{closed.getsockname()[1]}"
     # pid 1 is alive, but nothing answers at the URL: a crashed server's leftover
-    (home / "server.json").write_text(json.dumps({"pid": 1, "url": dead_url}))
+    write_private(home / "server.json", json.dumps({"pid": 1, "url": dead_url, "token_file": "t"}))
     server = start_server(home, str(MODELS / "linear.onnx"))
     try:
         assert server.info["pid"] == server.process.pid
@@ -261,3 +262,67 @@ def test_keras_model_without_the_training_extra_names_the_extra(tmp_path: Path) 
     done = mlbridge("serve", "--strict", str(tmp_path / "m.keras"), env=env)
     assert done.returncode == 1
     assert "pip install 'mlbridge[training]'" in done.stderr
+
+
+class FakeServer:
+    """A stranger on loopback that claims to be mlbridge and records who talks to it."""
+
+    def __init__(self, pid: int) -> None:
+        import http.server
+        import threading
+
+        seen = self.seen = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                seen.append((self.path, self.headers.get("Authorization")))
+                body = json.dumps({"name": "mlbridge", "version": "0", "pid": pid}).encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_POST = do_GET
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.httpd = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def plant(home: Path, url: str, pid: int) -> dict[str, str]:
+    home.mkdir(mode=0o700, exist_ok=True)
+    write_private(home / "token", "the-real-secret\n")
+    document = {"url": url, "pid": pid, "token_file": str(home / "token")}
+    write_private(home / "server.json", json.dumps(document))
+    return {**os.environ, "MLBRIDGE_HOME": str(home)}
+
+
+def test_stop_kills_nothing_and_sends_no_secret_to_a_planted_server(tmp_path: Path) -> None:
+    decoy = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    fake = FakeServer(pid=decoy.pid)  # it names an unrelated process of ours as its pid
+    try:
+        env = plant(tmp_path / "open", fake.url, decoy.pid)
+        (tmp_path / "open" / "server.json").chmod(0o644)  # anyone could have written it
+        refused = mlbridge("stop", env=env)
+        assert refused.returncode == 1 and "open to others" in refused.stderr
+        assert fake.seen == []  # nothing was sent, least of all the secret
+        env = plant(tmp_path / "stale", fake.url, 999_999_999)  # a pid that is gone
+        stale = mlbridge("stop", env=env)
+        assert stale.returncode == 1 and "stale" in stale.stderr and fake.seen == []
+        env = plant(tmp_path / "liar", fake.url, os.getpid())  # alive, but not what it says
+        lied = mlbridge("stop", env=env)
+        assert lied.returncode == 1 and "could not prove it knows the secret" in lied.stderr
+        assert [path.split("?")[0] for path, _ in fake.seen] == ["/v2/health/proof"]
+        assert all(authorization is None for _, authorization in fake.seen)  # no secret sent
+        assert decoy.poll() is None  # no process was signalled
+    finally:
+        fake.close()
+        decoy.kill()
+        decoy.wait()

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from mlbridge.auth import write_private
 from mlbridge.connection import (
     Connection,
     connection_path,
@@ -75,7 +76,7 @@ MALFORMED = [
 
 @pytest.mark.parametrize(("text", "message"), MALFORMED)
 def test_a_malformed_file_is_a_config_error_naming_it(tmp_path: Path, text, message) -> None:
-    connection_path(tmp_path).write_text(text)
+    write_private(connection_path(tmp_path), text)
     with pytest.raises(ConfigError) as caught:
         read_connection(tmp_path)
     assert str(connection_path(tmp_path)) in caught.value.message
@@ -85,8 +86,49 @@ def test_a_malformed_file_is_a_config_error_naming_it(tmp_path: Path, text, mess
 
 def test_optional_fields_default_and_odd_models_are_ignored(tmp_path: Path) -> None:
     document = {"url": URL, "pid": 7, "token_file": "/t", "models": "mnist"}
-    connection_path(tmp_path).write_text(json.dumps(document))
+    write_private(connection_path(tmp_path), json.dumps(document))
     assert read_connection(tmp_path) == Connection(URL, 7, Path("/t"))
+
+
+def test_a_file_open_to_others_or_in_an_open_folder_is_not_trusted(tmp_path: Path) -> None:
+    publish(tmp_path, connection(tmp_path), "s")
+    connection_path(tmp_path).chmod(0o644)
+    with pytest.raises(ConfigError, match=r"open to others \(mode 644\); run: chmod 600"):
+        read_connection(tmp_path)
+    connection_path(tmp_path).chmod(0o600)
+    tmp_path.chmod(0o777)
+    try:
+        with pytest.raises(ConfigError, match=r"writable by others \(mode 777\)"):
+            read_connection(tmp_path)
+    finally:
+        tmp_path.chmod(0o700)
+
+
+def test_a_symlinked_connection_file_is_not_trusted(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "planted.json"
+    write_private(elsewhere, json.dumps({"url": URL, "pid": 7, "token_file": "/t"}))
+    home = tmp_path / "home"
+    home.mkdir(mode=0o700)
+    connection_path(home).symlink_to(elsewhere)
+    with pytest.raises(ConfigError, match="symbolic link"):
+        read_connection(home)
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("http://evil.example:80", "not on this machine"),
+        ("http://10.0.0.1:8000", "not on this machine"),
+        ("http://127.0.0.1:8000\n-d @/etc/passwd", "not an http(s) URL"),
+        ("file:///etc/passwd", "not an http(s) URL"),
+    ],
+)
+def test_a_url_off_this_machine_or_with_control_characters_is_refused(
+    tmp_path: Path, url: str, message: str
+) -> None:
+    write_private(connection_path(tmp_path), json.dumps({"url": url, "pid": 7, "token_file": "/t"}))
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        read_connection(tmp_path)
 
 
 def test_wait_for_server_returns_once_the_file_names_the_pid(tmp_path: Path) -> None:

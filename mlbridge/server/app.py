@@ -29,6 +29,7 @@ REPOSITORY = "/v2/repository/models/{name}"
 ROUTES: list[DeclaredRoute] = [
     JsonRoute("/v2/health/live", routes.live, access=OPEN),
     JsonRoute("/v2/health/ready", routes.ready, access=OPEN),
+    JsonRoute("/v2/health/proof", routes.proof, access=OPEN),
     JsonRoute("/v2", routes.server_metadata, access=SECRET),
     JsonRoute("/v2/models", routes.model_list, access=SECRET),
     JsonRoute(MODEL, routes.model_metadata, access=SECRET),
@@ -38,6 +39,7 @@ ROUTES: list[DeclaredRoute] = [
     JsonRoute("/v2/repository/index", routes.repository_index, access=SECRET, methods=["POST"]),
     JsonRoute(REPOSITORY + "/load", routes.load_model, access=SECRET, methods=["POST"]),
     JsonRoute("/metrics", routes.metrics, access=SECRET),
+    JsonRoute("/v2/shutdown", routes.shutdown, access=SECRET, methods=["POST"]),
     JsonRoute(VERSIONED, routes.model_metadata, access=SECRET),
     JsonRoute(VERSIONED + "/ready", routes.model_ready, access=SECRET),
     JsonRoute(VERSIONED + "/infer", routes.infer, access=SECRET, methods=["POST"]),
@@ -52,10 +54,12 @@ def create_app(
     authenticator: TokenAuthenticator,
     settings: Settings,
     on_models_changed: Callable[[list[str]], None] | None = None,
+    request_shutdown: Callable[[], None] | None = None,
 ) -> Starlette:
     """Build the ASGI app serving ``registry``; routes check ``authenticator`` as declared.
 
-    ``on_models_changed`` hears the served names after a reload changed them.
+    ``on_models_changed`` hears the served names after a reload changed them;
+    ``request_shutdown`` starts a graceful stop (``POST /v2/shutdown``; absent: 404).
     """
     metrics = ServerMetrics()
     observed = Middleware(
@@ -72,6 +76,7 @@ def create_app(
     )
     app.state.metrics = metrics
     app.state.reloader = Reloader(registry, on_models_changed)
+    app.state.request_shutdown = request_shutdown
     app.state.authenticator = authenticator
     app.state.cas_codecs = cas_codecs(max_decompressed=settings.max_body_bytes)
     app.state.settings = settings

@@ -9,11 +9,14 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from .. import __version__
+from ..auth import is_nonce
 from ..codecs import v2 as v2_codec
+from ..errors import BadRequest, RouteNotFound
 from ..inference import Executor, InferenceService
 from ..registry import ModelRegistry, ServedModel
 from .cas import read_body
@@ -42,6 +45,14 @@ async def live(request: Request) -> Response:
 
 async def ready(request: Request) -> Response:
     return JSONResponse({"ready": len(service(request).registry) > 0})
+
+
+async def proof(request: Request) -> Response:
+    """GET /v2/health/proof?nonce=HEX: prove knowledge of the secret without revealing it."""
+    nonce = request.query_params.get("nonce", "")
+    if not is_nonce(nonce):
+        raise BadRequest("expected ?nonce= with 32 to 128 lowercase hexadecimal digits")
+    return JSONResponse({"proof": request.app.state.authenticator.proof(nonce)})
 
 
 async def server_metadata(request: Request) -> Response:
@@ -84,6 +95,16 @@ async def load_model(request: Request) -> Response:
     name = served_model(request).name
     await reloader(request).reload(name)
     return JSONResponse({"name": name, "reloaded": True})
+
+
+async def shutdown(request: Request) -> Response:
+    """POST /v2/shutdown: stop gracefully, after this reply (what `mlbridge stop` calls)."""
+    stop = request.app.state.request_shutdown
+    if stop is None:
+        raise RouteNotFound("this server cannot be stopped over HTTP")
+    return JSONResponse(
+        {"stopping": True, "pid": os.getpid()}, 202, background=BackgroundTask(stop)
+    )
 
 
 async def metrics(request: Request) -> Response:

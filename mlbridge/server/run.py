@@ -87,7 +87,12 @@ def serve(registry: ModelRegistry, settings: Settings) -> None:
     )
     published = Publication(settings.home, connection, secret)
     authenticator = TokenAuthenticator(secret, settings.token_file)
-    app = create_app(registry, authenticator, settings, published.update_models)
+    server_box: list[PublishingServer] = []  # the shutdown route needs the server made below
+
+    def request_shutdown() -> None:
+        server_box[0].should_exit = True  # uvicorn's own graceful path, as on SIGTERM
+
+    app = create_app(registry, authenticator, settings, published.update_models, request_shutdown)
     config = uvicorn.Config(
         app,
         lifespan="off",
@@ -98,6 +103,7 @@ def serve(registry: ModelRegistry, settings: Settings) -> None:
         server_header=False,
     )
     server = PublishingServer(config, published, app.state.reloader if settings.watch else None)
+    server_box.append(server)
     try:
         server.run(sockets=[listener])
     finally:

@@ -15,6 +15,7 @@ from starlette.routing import BaseRoute, Route
 from support.fakes import SECRET
 from wolframclient.deserializers import binary_deserialize
 
+from mlbridge.auth import server_proof
 from mlbridge.codecs import wxf
 from mlbridge.server.app import ROUTES
 from mlbridge.server.cas import CasRoute
@@ -76,14 +77,18 @@ def test_a_route_without_a_declared_access_is_caught() -> None:
 
 def test_only_the_health_checks_are_open(app) -> None:
     open_paths = sorted(route.path for route in app.routes if route.access is Access.OPEN)
-    assert open_paths == ["/v2/health/live", "/v2/health/ready"]
+    assert open_paths == ["/v2/health/live", "/v2/health/proof", "/v2/health/ready"]
 
 
 def test_open_routes_answer_without_the_secret(app, anon) -> None:
     for route in app.routes:
-        if route.access is Access.OPEN:
+        if route.access is Access.OPEN and route.path != "/v2/health/proof":
             reply = request(anon, route, {})
             assert reply.status_code == 200, f"{route.path}: {reply.text}"
+    nonce = "ab" * 16
+    proof = anon.get(f"/v2/health/proof?nonce={nonce}").json()["proof"]
+    assert proof == server_proof(SECRET, nonce)
+    assert anon.get("/v2/health/proof?nonce=xyz").status_code == 400
 
 
 @pytest.mark.parametrize("headers", [{}, WRONG], ids=["no secret", "wrong secret"])
