@@ -38,16 +38,23 @@ def secure_folder(folder: Path) -> None:
 
 def check_private_folder(folder: Path) -> None:
     """Refuse a folder that is a symlink, someone else's, or writable by others."""
-    info = folder.lstat()
+    _check_owned(folder, stat.S_IWGRP | stat.S_IWOTH, "writable by others", "chmod go-w")
+
+
+def check_private_file(path: Path) -> None:
+    """Refuse a file that is a symlink, someone else's, or readable or writable by others."""
+    _check_owned(path, stat.S_IRWXG | stat.S_IRWXO, "open to others", "chmod 600")
+
+
+def _check_owned(path: Path, forbidden: int, problem: str, fix: str) -> None:
+    info = path.lstat()
     if stat.S_ISLNK(info.st_mode):
-        raise ConfigError(f"{folder} is a symbolic link; refusing to write secrets through it")
+        raise ConfigError(f"{path} is a symbolic link; refusing to trust it with secrets")
     if info.st_uid != os.getuid():
-        raise ConfigError(f"{folder} belongs to another user; refusing to write secrets there")
-    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        raise ConfigError(
-            f"{folder} is writable by others (mode {stat.S_IMODE(info.st_mode):o}); "
-            f"run: chmod go-w {folder}"
-        )
+        raise ConfigError(f"{path} belongs to another user; refusing to trust it with secrets")
+    if info.st_mode & forbidden:
+        mode = stat.S_IMODE(info.st_mode)
+        raise ConfigError(f"{path} is {problem} (mode {mode:o}); run: {fix} {path}")
 
 
 def write_private(path: Path, text: str) -> None:
@@ -67,19 +74,6 @@ def write_private(path: Path, text: str) -> None:
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
-
-
-def check_private_file(path: Path) -> None:
-    """Refuse a file that is a symlink, someone else's, or readable or writable by others."""
-    info = path.lstat()
-    if stat.S_ISLNK(info.st_mode):
-        raise ConfigError(f"{path} is a symbolic link; refusing to trust it")
-    if info.st_uid != os.getuid():
-        raise ConfigError(f"{path} belongs to another user; refusing to trust it")
-    if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise ConfigError(
-            f"{path} is open to others (mode {stat.S_IMODE(info.st_mode):o}); run: chmod 600 {path}"
-        )
 
 
 def write_json_private(path: Path, document: dict[str, Any]) -> None:
