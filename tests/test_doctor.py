@@ -68,7 +68,7 @@ def test_group_writable_home_is_a_problem_with_its_fix(home: Path) -> None:
     assert result.exit_code == 1
     line, fix = finding(result, "is writable by others")
     assert line.startswith("PROBLEM") and "mode 770" in line
-    assert fix == f"chmod 700 {home}"
+    assert fix == f"chmod go-w {home}"
 
 
 def test_token_readable_by_others_is_a_problem_with_its_fix(home: Path) -> None:
@@ -76,7 +76,24 @@ def test_token_readable_by_others_is_a_problem_with_its_fix(home: Path) -> None:
     (home / "token").chmod(0o644)
     result = run_doctor(home)
     assert result.exit_code == 1
-    assert finding(result, "readable by others (mode 644)")[1] == f"chmod 600 {home / 'token'}"
+    assert finding(result, "is open to others (mode 644)")[1] == f"chmod 600 {home / 'token'}"
+
+
+def test_a_readable_log_is_not_a_problem(home: Path) -> None:
+    (home / "server.log").write_text("mlbridge: listening\n")
+    (home / "server.log").chmod(0o644)
+    result = run_doctor(home)
+    assert result.exit_code == 0, result.output
+
+
+def test_token_file_elsewhere_is_checked_too(tmp_path: Path, home: Path) -> None:
+    token = tmp_path / "elsewhere" / "token"
+    token.parent.mkdir()
+    token.write_text("secret\n")
+    token.chmod(0o640)
+    result = run_doctor(home, MLBRIDGE_TOKEN_FILE=str(token))
+    assert result.exit_code == 1
+    assert finding(result, "is open to others (mode 640)")[1] == f"chmod 600 {token}"
 
 
 def test_symlinked_home_is_a_problem(tmp_path: Path, home: Path) -> None:
@@ -85,6 +102,7 @@ def test_symlinked_home_is_a_problem(tmp_path: Path, home: Path) -> None:
     result = run_doctor(link)
     assert result.exit_code == 1
     assert finding(result, "is a symbolic link")[1] == f"rm {link} && mkdir -m 700 {link}"
+    assert not list(home.iterdir()), "nothing was written"
 
 
 def test_stale_connection_file_is_a_problem_with_its_fix(home: Path) -> None:
@@ -104,7 +122,8 @@ def test_unreadable_connection_file_is_a_problem(home: Path) -> None:
     write_private(home / "server.json", "{not json")
     result = run_doctor(home)
     assert result.exit_code == 1
-    assert finding(result, "cannot be read as a connection file")[1].startswith("rm ")
+    line, fix = finding(result, "cannot read")
+    assert line.startswith("PROBLEM") and fix == f"rm -f {home / 'server.json'} && mlbridge serve"
 
 
 def test_missing_training_extra_says_how_to_install_it(
@@ -179,7 +198,9 @@ def test_a_server_that_refuses_the_token_is_a_problem(server, tmp_path: Path) ->
     write_json_private(home / "server.json", info)
     result = run_doctor(home)
     assert result.exit_code == 1
-    assert "HTTP 401" in finding(result, "does not answer properly")[0]
+    line, fix = finding(result, "cannot be used: the server at")
+    assert "could not prove it knows the secret" in line  # and the wrong token was never sent
+    assert fix.endswith("&& mlbridge serve")
 
 
 def test_doctor_imports_neither_tensorflow_nor_jax() -> None:

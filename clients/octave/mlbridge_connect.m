@@ -4,8 +4,11 @@ function conn = mlbridge_connect(url, token_file)
 %   ~/.mlbridge), which `mlbridge serve` writes at start-up, and the token
 %   file it names. CONN is a struct with fields url and token.
 %
-%   CONN = MLBRIDGE_CONNECT(URL, TOKEN_FILE) connects to a server elsewhere,
-%   e.g. MLBRIDGE_CONNECT('http://127.0.0.1:8765', '/path/to/token').
+%   CONN = MLBRIDGE_CONNECT(URL, TOKEN_FILE) connects to another server on this
+%   machine, e.g. MLBRIDGE_CONNECT('http://127.0.0.1:8765', '/path/to/token').
+%   URL and TOKEN_FILE may be char vectors or strings. URL must be a loopback
+%   http(s) URL (127.x.x.x, localhost or [::1]) without spaces or control
+%   characters; anything else raises mlbridge:usage before a request is made.
 %
 %   Pass CONN as the last argument of MLBRIDGE_PREDICT and MLBRIDGE_MODELS;
 %   without it they call MLBRIDGE_CONNECT() themselves.
@@ -18,7 +21,8 @@ function conn = mlbridge_connect(url, token_file)
     url = info.url;
     token_file = info.token_file;
   end
-  conn = struct('url', strip_slash(url), 'token', read_token(token_file));
+  url = mlbridge_check_url(url);
+  conn = struct('url', url, 'token', read_token(mlbridge_text(token_file, 'TOKEN_FILE')));
 end
 
 function home = mlbridge_home()
@@ -40,7 +44,8 @@ function info = read_server_json(home)
            '`mlbridge serve` or set MLBRIDGE_HOME'], path);
   end
   info = jsondecode(fileread(path));
-  if ~isfield(info, 'url') || ~isfield(info, 'token_file')
+  if ~isstruct(info) || ~isfield(info, 'url') || ~isfield(info, 'token_file') || ...
+     ~ischar(info.url) || ~ischar(info.token_file)
     error('mlbridge:noserver', ...
           'mlbridge: %s lacks "url" or "token_file"; expected the file `mlbridge serve` writes', ...
           path);
@@ -55,10 +60,9 @@ function token = read_token(token_file)
   if isempty(token)
     error('mlbridge:notoken', 'mlbridge: token file %s is empty', token_file);
   end
-end
-
-function url = strip_slash(url)
-  while ~isempty(url) && url(end) == '/'
-    url = url(1:end-1);
+  % The secret goes into an HTTP header (and curl's config file): printable ASCII only.
+  if any(token < 33 | token > 126)
+    error('mlbridge:notoken', ['mlbridge: token file %s holds spaces, control or ', ...
+          'non-ASCII characters; expected the secret `mlbridge serve` writes'], token_file);
   end
 end

@@ -22,7 +22,7 @@ function dx = mlbridge_gradient(model, x, varargin)
 %     mlbridge_gradient('box_volume', [2 4 8], 0.5)     % [16 8 4]
 %     saliency = mlbridge_gradient('mnist', img, [0 0 0 0 1 0 0 0 0 0]);  % d logit 4 / d img
   [dy, conn] = optional_arguments(varargin);
-  check_arguments(model, x, dy);
+  model = check_arguments(model, x, dy);
   spec = mlbridge_input_spec(conn, model);
   grad = mlbridge_gradient_spec(conn, model);
   [dims, single] = mlbridge_wire_dims(spec, x);
@@ -32,7 +32,7 @@ function dx = mlbridge_gradient(model, x, varargin)
     check_cotangent(dy, shape, single);
     tensors = [tensors ',' mlbridge_v2_tensor(grad.cotangent, grad.cotangent_datatype, shape, dy)];
   end
-  reply = mlbridge_http(conn, 'POST', ['/v2/models/' grad.companion '/infer'], ...
+  reply = mlbridge_http(conn, 'POST', mlbridge_model_path(grad.companion, '/infer'), ...
                         ['{"inputs":[' tensors ']}']);
   dx = reshape(mlbridge_v2_array(mlbridge_v2_output(reply, grad.grad)), size(x));
 end
@@ -55,8 +55,9 @@ function [dy, conn] = optional_arguments(args)
   end
 end
 
-function check_arguments(model, x, dy)
-  if ~ischar(model) || isempty(model)
+function model = check_arguments(model, x, dy)
+  model = mlbridge_text(model, 'MODEL');
+  if isempty(model)
     error('mlbridge:usage', 'mlbridge_gradient: MODEL must be a model name, e.g. ''box_volume''');
   end
   if ~(isnumeric(x) || islogical(x)) || ~isreal(x)

@@ -19,7 +19,7 @@ function J = mlbridge_jacobian(model, x, conn)
   if nargin < 3
     conn = mlbridge_connect();
   end
-  check_arguments(model, x);
+  model = check_arguments(model, x);
   spec = mlbridge_input_spec(conn, model);
   grad = mlbridge_gradient_spec(conn, model);
   dims = mlbridge_wire_dims(spec, x);
@@ -32,7 +32,7 @@ function J = mlbridge_jacobian(model, x, conn)
   batch = repmat(mlbridge_row_major(x).', count, 1);
   inputs = [mlbridge_v2_tensor(spec.name, spec.datatype, [count dims(2:end)], batch), ',', ...
             mlbridge_v2_tensor(grad.cotangent, grad.cotangent_datatype, [count out], eye(count))];
-  reply = mlbridge_http(conn, 'POST', ['/v2/models/' grad.companion '/infer'], ...
+  reply = mlbridge_http(conn, 'POST', mlbridge_model_path(grad.companion, '/infer'), ...
                         ['{"inputs":[' inputs ']}']);
   rows = mlbridge_v2_output(reply, grad.grad);
   J = mlbridge_from_row_major(mlbridge_v2_data(rows), [out dims(2:end)]);
@@ -41,8 +41,9 @@ function J = mlbridge_jacobian(model, x, conn)
   end
 end
 
-function check_arguments(model, x)
-  if ~ischar(model) || isempty(model)
+function model = check_arguments(model, x)
+  model = mlbridge_text(model, 'MODEL');
+  if isempty(model)
     error('mlbridge:usage', 'mlbridge_jacobian: MODEL must be a model name, e.g. ''mnist''');
   end
   if ~(isnumeric(x) || islogical(x)) || ~isreal(x)

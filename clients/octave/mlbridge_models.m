@@ -9,6 +9,7 @@ function out = mlbridge_models(varargin)
 %
 %   Either form takes a connection from MLBRIDGE_CONNECT as its last
 %   argument; without one, the local server is found through MLBRIDGE_HOME.
+%   NAME may be a char vector or a string.
   args = varargin;
   conn = [];
   if ~isempty(args) && isstruct(args{end})
@@ -22,7 +23,7 @@ function out = mlbridge_models(varargin)
     reply = mlbridge_http(conn, 'GET', '/v2/models');
     out = model_names(reply);
   else
-    out = mlbridge_http(conn, 'GET', ['/v2/models/' args{1}]);
+    out = mlbridge_http(conn, 'GET', mlbridge_model_path(args{1}));
   end
 end
 

@@ -14,7 +14,8 @@ function logits = mlbridge_predict(model, x, conn)
 %   conversion is done here, so never transpose images yourself.
 %
 %   LOGITS = MLBRIDGE_PREDICT(MODEL, X, CONN) uses the connection CONN from
-%   MLBRIDGE_CONNECT instead of finding the local server.
+%   MLBRIDGE_CONNECT instead of finding the local server. MODEL may be a char
+%   vector or a string.
 %
 %   A request the server rejects (wrong shape, unknown model, bad secret)
 %   raises an error whose message is the server's explanation; its
@@ -27,16 +28,17 @@ function logits = mlbridge_predict(model, x, conn)
   if nargin < 3
     conn = mlbridge_connect();
   end
-  check_arguments(model, x);
+  model = check_arguments(model, x);
   spec = mlbridge_input_spec(conn, model);
   dims = mlbridge_wire_dims(spec, x);
   body = ['{"inputs":[' mlbridge_v2_tensor(spec.name, spec.datatype, dims, x) ']}'];
-  reply = mlbridge_http(conn, 'POST', ['/v2/models/' model '/infer'], body);
+  reply = mlbridge_http(conn, 'POST', mlbridge_model_path(model, '/infer'), body);
   logits = mlbridge_v2_array(reply.outputs(1));
 end
 
-function check_arguments(model, x)
-  if ~ischar(model) || isempty(model)
+function model = check_arguments(model, x)
+  model = mlbridge_text(model, 'MODEL');
+  if isempty(model)
     error('mlbridge:usage', 'mlbridge_predict: MODEL must be a model name, e.g. ''mnist''');
   end
   if ~(isnumeric(x) || islogical(x)) || ~isreal(x)

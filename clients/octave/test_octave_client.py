@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -352,3 +353,270 @@ def test_readme_fminunc_example_relaxes_lj13(server, tmp_path):
     )
     energy = float(octave(script, server.env, tmp_path).split()[-1])
     assert energy == pytest.approx(-44.326801, abs=1e-5)
+
+
+# Char and string arguments, URLs that could inject into curl's config file, the MATLAB
+# branch through a stand-in for matlab.net.http, trailing singleton dimensions.
+
+STRING_STANDIN = CLIENT / "tests" / "string_standin"  # MATLAB's string class, for Octave
+MATLAB_STANDIN = CLIENT / "tests" / "matlab_standin"  # matlab.net.http, through curl
+PRIVATE = CLIENT / "private"
+
+
+def private_copy(tmp_path: Path, *names: str) -> Path:
+    """Copies of private helpers in a folder of their own, so a test can call them."""
+    folder = tmp_path / "helpers"
+    folder.mkdir(exist_ok=True)
+    for name in names:
+        shutil.copy(PRIVATE / f"{name}.m", folder)
+    return folder
+
+
+# astext(r): a char result as it is, numbers with 17 significant digits.
+TEXT = "function s = astext(r)\n if ischar(r) s = r; else s = sprintf('%.17g ', r); end\nend\n"
+
+
+def test_entry_points_take_char_and_string_arguments_alike(server, images_file, tmp_path):
+    """Each entry point called with the char forms and with strings gives the same answer."""
+    setup = READ_IMAGES.format(images=images_file) + (
+        f"addpath('{STRING_STANDIN}');\n"
+        "img = squeeze(x(1, :, :));\n"
+        f"url = '{server.url}'; tok = '{server.token_file}';\n"
+    )
+    calls = {
+        "connect": "c = mlbridge_connect({url}, {tok}); r = c.url;",
+        "models": "r = strjoin(mlbridge_models(mlbridge_connect({url}, {tok})), ',');",
+        "meta": "m = mlbridge_models({mnist}); r = m.name;",
+        "predict": "r = mlbridge_predict({mnist}, img);",
+        "gradient": "r = mlbridge_gradient({box}, [2 4 8], 0.5);",
+        "jacobian": "r = mlbridge_jacobian({box}, [2 4 8]);",
+        "handmade": "r = strjoin(mlbridge_models(struct('url', {url}, 'token', {secret})), ',');",
+    }
+    script = setup + f"secret = '{server.token}';\n" + TEXT
+    for name, call in calls.items():
+        for form, wrap in (("char", "{}"), ("string", "string({})")):
+            args = {
+                k: wrap.format(v)
+                for k, v in {
+                    "url": "url",
+                    "tok": "tok",
+                    "mnist": "'mnist'",
+                    "box": "'box_volume'",
+                    "secret": "secret",
+                }.items()
+            }
+            script += call.format(**args) + f"\nprintf('{name} {form} %s\\n', astext(r));\n"
+    answers = {}
+    for line in octave(script, server.env, tmp_path).splitlines():
+        name, form, value = line.split(" ", 2)
+        answers[name, form] = value
+    for name in calls:
+        assert answers[name, "char"] == answers[name, "string"], name
+    assert "mnist" in answers["models", "char"].split(",")
+    assert answers["gradient", "char"] == "16 8 4 "
+
+
+def test_a_string_array_is_a_usage_error(server, tmp_path):
+    script = f"addpath('{STRING_STANDIN}');\n" + caught(
+        "mlbridge_predict(string('mnist', 'mnist-cnn'), zeros(28, 28))"
+    )
+    identifier, message = octave(script, server.env, tmp_path).splitlines()[:2]
+    assert identifier == "mlbridge:usage"
+    assert message == "mlbridge: MODEL must be one string; got a string array of size [1 2]"
+
+
+def test_text_helpers_convert_and_refuse(tmp_path):
+    """Unit tests of the private helpers: text conversion, URL check, model path encoding."""
+    folder = private_copy(tmp_path, "mlbridge_text", "mlbridge_check_url", "mlbridge_model_path")
+    script = f"addpath('{STRING_STANDIN}'); cd('{folder}');\n" + "\n".join(
+        [
+            "printf('%s|%s\\n', mlbridge_text('abc', 'X'), class(mlbridge_text('abc', 'X')));",
+            "t = mlbridge_text(string('abc'), 'X'); printf('%s|%s\\n', t, class(t));",
+            caught("mlbridge_text(string('a', 'b'), 'X')"),
+            caught("mlbridge_text(42, 'X')"),
+            caught("mlbridge_text({'a'}, 'X')"),
+            caught("mlbridge_text(['ab'; 'cd'], 'X')"),
+            "disp(mlbridge_check_url('http://127.0.0.1:8123//'));",
+            "disp(mlbridge_check_url(string('http://localhost:1/')));",
+            "disp(mlbridge_check_url('https://[::1]:443'));",
+            caught("mlbridge_check_url(['http://127.0.0.1:8123' char(10) 'output = \"/tmp/x\"'])"),
+            caught("mlbridge_check_url('http://192.168.1.2:8123')"),
+            caught("mlbridge_check_url('file:///etc/passwd')"),
+            caught("mlbridge_check_url('http://127.0.0.1:8123/a b')"),
+            "disp(mlbridge_model_path('mnist-cnn.vjp', '/infer'));",
+            "disp(mlbridge_model_path(['a/b?c' char(10)]));",
+            "disp(mlbridge_model_path(string(['caf' char([195 169])])));",
+        ]
+    )
+    out = octave(script, {**os.environ}, tmp_path).splitlines()
+    assert out[0] == "abc|char" and out[1] == "abc|char"
+    assert out[2:4] == [
+        "mlbridge:usage",
+        "mlbridge: X must be one string; got a string array of size [1 2]",
+    ]
+    assert out[4] == out[6] == out[8] == "mlbridge:usage"
+    assert out[10:13] == ["http://127.0.0.1:8123", "http://localhost:1", "https://[::1]:443"]
+    assert out[13] == out[15] == out[17] == out[19] == "mlbridge:usage"
+    assert 'got "http://127.0.0.1:8123?output = "/tmp/x""' in out[14]
+    assert out[21:] == [
+        "/v2/models/mnist-cnn.vjp/infer",
+        "/v2/models/a%2Fb%3Fc%0A",
+        "/v2/models/caf%C3%A9",
+    ]
+
+
+def spy_curl(tmp_path: Path) -> tuple[dict[str, str], Path]:
+    """A curl on PATH that appends its config file to a log, then runs the real curl."""
+    spy = tmp_path / "bin"
+    spy.mkdir()
+    log = tmp_path / "curl-configs.log"
+    (spy / "curl").write_text(
+        f"#!/bin/sh\ncat \"$3\" >> '{log}'\necho '----' >> '{log}'\n"
+        f"exec '{shutil.which('curl')}' \"$@\"\n"
+    )
+    (spy / "curl").chmod(0o755)
+    return {"PATH": f"{spy}{os.pathsep}{os.environ['PATH']}"}, log
+
+
+def test_control_characters_never_reach_curls_config(server, tmp_path):
+    path, log = spy_curl(tmp_path)
+    env = {**server.env, **path}
+    injected = f"['{server.url}' char(10) 'output = \"{tmp_path}/stolen\"']"
+    out = octave(caught(f"mlbridge_connect({injected}, '{server.token_file}')"), env, tmp_path)
+    assert out.startswith("mlbridge:usage\n") and not log.exists(), "refused before curl ran"
+    out = octave(
+        caught(f"mlbridge_connect('http://10.0.0.1:8123', '{server.token_file}')"), env, tmp_path
+    )
+    assert out.startswith("mlbridge:usage\n") and not log.exists()
+    bad_token = tmp_path / "token-with-newline"
+    bad_token.write_text(f'{server.token}\nurl = "http://10.0.0.1"\n')
+    out = octave(caught(f"mlbridge_connect('{server.url}', '{bad_token}')"), env, tmp_path)
+    assert out.startswith("mlbridge:notoken\n") and not log.exists()
+    # A model name is percent-encoded: it cannot add a line, and names a model (not found).
+    model = "['mnist' char(10) 'output = \"/tmp/stolen\"']"
+    out = octave(caught(f"mlbridge_models({model})"), env, tmp_path)
+    assert out.split(":")[0] == "mlbridge" and "(HTTP 404 from GET" in out
+    configs = log.read_text()
+    assert "/v2/models/mnist%0Aoutput%20%3D%20%22%2Ftmp%2Fstolen%22" in configs
+    assert [line.split(" = ")[0] for line in configs.split("----")[0].splitlines()] == [
+        "url",
+        "request",
+        "header",
+        "header",
+        "output",
+        "write-out",
+        "connect-timeout",
+        "noproxy",
+        "globoff",
+    ]
+    assert not (tmp_path / "stolen").exists()
+
+
+def test_connection_failure_is_mlbridge_connection_in_octave(server, tmp_path):
+    call = f"mlbridge_models(mlbridge_connect('http://127.0.0.1:9', '{server.token_file}'))"
+    identifier, message = octave(caught(call), server.env, tmp_path).splitlines()[:2]
+    assert identifier == "mlbridge:connection"
+    assert message.startswith("mlbridge: GET http://127.0.0.1:9/v2/models failed (curl exit 7)")
+
+
+def test_matlab_branch_through_a_standin_for_matlab_net_http(
+    server, images_file, v2_infer, batch, tmp_path
+):
+    """mlbridge_http_matlab with stand-in classes that do the HTTP through curl."""
+    folder = private_copy(tmp_path, "mlbridge_http_matlab")
+    body = (TESTDATA / "mnist-8000.request.v2.json").read_text().replace("'", "''")
+    script = f"addpath('{MATLAB_STANDIN}'); cd('{folder}');\n" + (
+        f"[s, t] = mlbridge_http_matlab('{server.url}/v2/models', '{server.token}', 'GET', '');\n"
+        "printf('models %d %s\\n', s, strjoin({jsondecode(t).models.name}, ','));\n"
+        "o = getappdata(0, 'MLBRIDGE_STANDIN_OPTIONS');\n"
+        "printf('options %d %d %d\\n', o.UseProxy, o.SavePayload, o.ConvertResponse);\n"
+        f"[s, t] = mlbridge_http_matlab('{server.url}/v2/models/mnist/infer', '{server.token}', "
+        f"'POST', '{body.strip()}');\n"
+        "printf('infer %d %s\\n', s, sprintf('%.9g ', jsondecode(t).outputs.data));\n"
+        f"[s, t] = mlbridge_http_matlab(['{server.url}/v2/models/caf' char([195 169])], "
+        f"'{server.token}', 'GET', '');\n"
+        "printf('missing %d %s\\n', s, jsondecode(t).error);\n"
+        + caught(f"mlbridge_http_matlab('http://127.0.0.1:9/v2', '{server.token}', 'GET', '')")
+    )
+    lines = octave(script, server.env, tmp_path).splitlines()
+    assert lines[0].startswith("models 200 ") and "mnist" in lines[0].split()[2].split(",")
+    assert lines[1] == "options 0 1 0", "UseProxy off, raw payload kept, no conversion"
+    status, *values = lines[2].split()[1:]
+    assert status == "200"
+    golden = json.loads((TESTDATA / "mnist-8000.reply.v2.json").read_text())["outputs"][0]["data"]
+    np.testing.assert_allclose(np.array(values, dtype=float), golden, atol=1e-5)
+    assert lines[3].startswith("missing 404 ") and "'café'" in lines[3]
+    assert lines[4] == "mlbridge:connection"
+    assert lines[5].startswith("mlbridge: GET http://127.0.0.1:9/v2 failed: Could not connect")
+
+
+def channel_and_scalar_models(folder: Path) -> tuple[Path, np.ndarray]:
+    """'channel': [N,28,28,1] -> [N,10] (Reshape, MatMul); 'double': FP64 [N] -> 2x, [N]."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weights = (np.random.default_rng(1).normal(size=(784, 10)) * 0.01).astype(np.float32)
+    graphs = {
+        "channel": helper.make_graph(
+            [
+                helper.make_node("Reshape", ["input", "shape"], ["flat"]),
+                helper.make_node("MatMul", ["flat", "W"], ["output"]),
+            ],
+            "channel",
+            [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 28, 28, 1])],
+            [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", 10])],
+            [
+                numpy_helper.from_array(np.array([-1, 784], np.int64), "shape"),
+                numpy_helper.from_array(weights, "W"),
+            ],
+        ),
+        "double": helper.make_graph(
+            [helper.make_node("Mul", ["input", "two"], ["output"])],
+            "double",
+            [helper.make_tensor_value_info("input", TensorProto.DOUBLE, ["N"])],
+            [helper.make_tensor_value_info("output", TensorProto.DOUBLE, ["N"])],
+            [numpy_helper.from_array(np.array(2.0), "two")],
+        ),
+    }
+    folder.mkdir()
+    for name, graph in graphs.items():
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        model.ir_version = 8
+        onnx.save(model, folder / f"{name}.onnx")
+    return folder, weights
+
+
+def test_trailing_singleton_dimensions_and_scalar_examples(batch, images_file, tmp_path):
+    """One 28x28 image for a [-1,28,28,1] model (MATLAB drops the trailing 1); scalars."""
+    from support import start_server
+
+    models, weights = channel_and_scalar_models(tmp_path / "models")
+    running = start_server(tmp_path / "home", str(models))
+    try:
+        script = (
+            READ_IMAGES.format(images=images_file)
+            + SHOW
+            + (
+                "show('one', mlbridge_predict('channel', squeeze(x(1, :, :))));\n"
+                "show('batch', mlbridge_predict('channel', x(1:3, :, :)));\n"
+                "show('grad', mlbridge_gradient('channel', squeeze(x(1, :, :))));\n"
+                "show('jac', mlbridge_jacobian('channel', squeeze(x(1, :, :))));\n"
+                "show('scalar', mlbridge_predict('double', 3));\n"
+                "show('scalars', mlbridge_predict('double', [1 2 3]));\n"
+                "show('dscalar', mlbridge_gradient('double', 3));\n"
+                "show('jscalar', mlbridge_jacobian('double', 3));\n"
+            )
+        )
+        found = shown(octave(script, running.env, tmp_path))
+    finally:
+        running.stop()
+    images = batch[0]
+    expected = images.reshape(-1, 784) @ weights
+    np.testing.assert_allclose(found["one"], expected[:1], atol=1e-5)
+    np.testing.assert_allclose(found["batch"], expected[:3], atol=1e-5)
+    assert found["grad"].shape == (28, 28)
+    np.testing.assert_allclose(found["grad"], weights.sum(axis=1).reshape(28, 28), atol=1e-5)
+    assert found["jac"].shape == (10, 28, 28)
+    np.testing.assert_allclose(found["jac"], weights.T.reshape(10, 28, 28), atol=1e-6)
+    assert found["scalar"].tolist() == [[6.0]] and found["scalars"].tolist() == [[2.0, 4.0, 6.0]]
+    assert found["dscalar"].tolist() == [[2.0]] and found["jscalar"].tolist() == [[2.0]]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -411,3 +412,512 @@ def test_deep_hostile_replies_are_never_evaluated(gradient_run):
     assert results["hostile-deep-leaked"] == "False"
     assert results["ragged-reply"] == "Failure"
     assert wolfram_value(results["scalar-reply"]) == -4.5e-7
+
+
+# Transports and the documentation review's risks (tests/transport_test.wl): WXF on both
+# directions of the wire against wolframclient, Accept headers, charsets, foreign replies,
+# URLRead's $Failed, server.json without a url, Windows environments, training curves.
+
+TRANSPORT_SCRIPT = HERE / "tests" / "transport_test.wl"
+WXF_TYPE = "application/vnd.wolfram.wxf"
+TEXT_TYPE = "text/x-mathematica"
+LABELS = ["chat", "café", "猫"]
+HTML_502 = b"<html><body><h1>502 Bad Gateway</h1></body></html>"
+
+
+def wxf(value) -> bytes:
+    from wolframclient.serializers import export
+
+    return export(value, target_format="wxf")
+
+
+def fake_metadata(name: str, labels: list[str] | None = None) -> dict:
+    tensor = {"name": "input", "datatype": "FP32", "shape": [-1, 2]}
+    meta = {"name": name, "platform": "fake", "inputs": [tensor]}
+    meta["outputs"] = [{"name": "output", "datatype": "FP32", "shape": [-1, 2, 2]}]
+    return meta | ({"parameters": {"labels": labels}} if labels else {})
+
+
+def fake_reply(method: str, path: str, content_type: str) -> tuple[int, str, bytes]:
+    """The scripted server's answer: JSON without a charset, as mlbridge sends it."""
+    rank3 = np.array([[[1.0, 2.0], [np.nan, -np.inf]]], dtype=np.float32)
+    if method == "GET" and path == "/v2":
+        return 200, "application/json", b'{"name": "mlbridge", "version": "fake"}'
+    if method == "GET" and path in ("/v2/models/labels", "/v2/models/rank3"):
+        meta = fake_metadata(path.rsplit("/", 1)[1], LABELS if "labels" in path else None)
+        return 200, "application/json", json.dumps(meta, ensure_ascii=False).encode()
+    if method == "POST" and path == "/rank3":
+        if content_type == WXF_TYPE:
+            return 200, WXF_TYPE, wxf(rank3)
+        text = b"{{{1., 2.}, {Indeterminate, -Infinity}}}"
+        return 200, f"{TEXT_TYPE}; charset=utf-8", text
+    if method == "POST" and path == "/utf8-error":
+        failure = 'Failure["MLBridge", <|"MessageTemplate" -> "modèle", "Status" -> 400|>]'
+        return 400, TEXT_TYPE, failure.encode()
+    return 502, "text/html", HTML_502
+
+
+@pytest.fixture(scope="module")
+def fake_server(tmp_path_factory):
+    """A scripted HTTP server on a free port that records every request it is sent."""
+    import http.server
+    import threading
+
+    requests: list[dict] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def answer(self) -> None:
+            length = int(self.headers.get("Content-Length", 0))
+            body = self.rfile.read(length) if length else b""
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            requests.append({"method": self.command, "path": self.path, "headers": headers})
+            status, content_type, data = fake_reply(
+                self.command, self.path, headers.get("content-type", "")
+            )
+            del body
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        do_GET = do_POST = answer
+
+        def log_message(self, *args) -> None:
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    token = tmp_path_factory.mktemp("fake") / "token"
+    token.write_text("fake-secret\n")
+    yield f"http://127.0.0.1:{httpd.server_address[1]}", token, requests
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def wxf_inputs() -> dict[str, bytes]:
+    """Bytes written by wolframclient, for the package to read."""
+    from wolframclient.language import wl
+
+    failure = {
+        "MessageTemplate": "model 'x' expects [-1, 3]",
+        "Status": 400,
+        "Code": "ShapeMismatch",
+    }
+    return {
+        "golden-reply": (TESTDATA / "mnist-8000.reply.wxf").read_bytes(),
+        "failure": wxf(wl.Failure("MLBridge", failure)),
+        "rank3": wxf(np.arange(12, dtype=np.float64).reshape(2, 3, 2)),
+        "specials": wxf(np.array([np.nan, np.inf, -np.inf, 1.5])),
+        "scalar": wxf(-4.5e-7),
+        "hostile": wxf([wl.Set(wl.Global.leaked, 1.0)]),
+        "hostile-array": wxf(wl.NumericArray(wl.Set(wl.Global.leaked, 1.0), "Real32")),
+    }
+
+
+@pytest.fixture(scope="module")
+def transport_run(server, mnist, fake_server, tmp_path_factory) -> tuple[dict, str, list]:
+    """Run tests/transport_test.wl once: its results, its whole output, the fake's requests."""
+    import base64
+
+    out = tmp_path_factory.mktemp("wolfram-transport")
+    (out / "image-8000.m").write_text(wolfram_list(mnist[0][0]) + "\n")
+    rules = ", ".join(
+        f'"{k}" -> ByteArray["{base64.b64encode(v).decode()}"]' for k, v in wxf_inputs().items()
+    )
+    (out / "wxf.m").write_text(f"<|{rules}|>\n")
+    report = {"name": "mnist-mlp", "heldout_accuracy": 0.9535, "history": []}
+    for epoch in (1, 2, 3):
+        row = {"epoch": epoch, "loss": 2.0 / epoch, "accuracy": 1 - 0.5 / epoch}
+        report["history"].append(row | {"val_loss": 2.2 / epoch, "val_accuracy": 1 - 0.6 / epoch})
+    (out / "mnist-mlp.report.json").write_text(json.dumps(report))
+    url, token, requests = fake_server
+    env = {
+        **server.env,
+        "MLBRIDGE_TEST_PACKAGE": str(PACKAGE),
+        "MLBRIDGE_TEST_IMAGE": str(out / "image-8000.m"),
+        "MLBRIDGE_TEST_WXF": str(out / "wxf.m"),
+        "MLBRIDGE_TEST_FAKE_URL": url,
+        "MLBRIDGE_TEST_FAKE_TOKEN": str(token),
+        "MLBRIDGE_TEST_REPORT": str(out / "mnist-mlp.report.json"),
+        "MLBRIDGE_TEST_PYTHON": sys.executable,
+        "MLBRIDGE_TEST_OUT": str(out),
+        "PYTHONPATH": str(HERE / "tests"),
+    }
+    output = run_mathics(TRANSPORT_SCRIPT, env, out)
+    found = parse_results(output)
+    assert found.get("done") == "True", f"the script stopped early:\n{output}"
+    return found, output, requests
+
+
+def between(output: str, start: str, end: str) -> str:
+    return output.split(f"MARK\t{start}")[1].split(f"MARK\t{end}")[0]
+
+
+def test_wxf_transport_matches_the_text_transport_and_the_golden_reply(transport_run):
+    results = transport_run[0]
+    logits = np.array(wolfram_value(results["wxf-logits"]))
+    np.testing.assert_allclose(logits, golden_v2_logits(), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(logits, wolfram_value(results["text-logits"]), atol=1e-5)
+    assert wolfram_value(results["wxf-box"]) == [
+        64.0,
+        [32.0, 16.0, 8.0],
+        [16.0, 8.0, 4.0],
+        [32.0, 16.0, 8.0],
+    ]
+    assert wolfram_value(results["wxf-mnist-jacobian-dimensions"]) == [10, 28, 28]
+
+
+def test_wxf_transport_keeps_float64_for_lj13(transport_run, python_client):
+    results = transport_run[0]
+    start = np.array(wolfram_value(results["lj13-start"]))
+    energy, gradient = wolfram_value(results["wxf-lj13"])
+    # Real64 both ways; the only loss is Mathics3 printing 16 significant digits.
+    assert energy == pytest.approx(float(python_client.predict("lj13", start)), rel=1e-15)
+    np.testing.assert_allclose(gradient, python_client.gradient("lj13", start), rtol=1e-14)
+
+
+def test_wxf_errors_are_failures_with_the_servers_message(transport_run):
+    results = transport_run[0]
+    status, code, message = wolfram_value(results["wxf-shape-error"])
+    assert (status, code) == (400, "ShapeMismatch") and "got shape [1, 2]" in message
+    assert wolfram_value(results["wxf-unknown-model"])[:2] == [404, "ModelNotFound"]
+
+
+def test_wxf_requests_decode_with_wolframclient(transport_run, mnist):
+    """The package's bytes, read by wolframclient: the array, its element type, the rules."""
+    from wolframclient.deserializers import binary_deserialize
+
+    results = transport_run[0]
+    image = binary_deserialize(bytes(wolfram_value(results["wxf-request-image"])))
+    assert image.dtype == np.float32 and image.shape == (28, 28)  # NumericArray "Real32"
+    np.testing.assert_array_equal(image, mnist[0][0])
+    vjp = binary_deserialize(bytes(wolfram_value(results["wxf-request-vjp"])))
+    assert set(vjp) == {"x", "cotangent"} and vjp["cotangent"] == 0.5
+    assert vjp["x"].dtype == np.float64  # box_volume's input is FP64: "Real64"
+    np.testing.assert_array_equal(vjp["x"], [2.0, 4.0, 8.0])
+
+
+def test_wolframclient_replies_decode_in_the_package(transport_run):
+    results = transport_run[0]
+    np.testing.assert_allclose(
+        wolfram_value(results["decode-golden-reply"]), golden_v2_logits(), rtol=0, atol=1e-6
+    )
+    assert wolfram_value(results["decode-failure"]) == [
+        400,
+        "ShapeMismatch",
+        "model 'x' expects [-1, 3]",
+    ]
+    assert wolfram_value(results["decode-rank3"]) == np.arange(12.0).reshape(2, 3, 2).tolist()
+    assert results["decode-specials"] == "{Indeterminate, Infinity, -Infinity, 1.5}"
+    assert wolfram_value(results["decode-scalar"]) == -4.5e-7
+    assert results["decode-hostile"] == results["decode-hostile-array"] == "Failure"
+    assert results["decode-hostile-leaked"] == "False"
+    assert results["decode-not-wxf"] == "Failure"
+
+
+def test_standin_binary_serialize_equals_wolframclient_byte_for_byte(transport_run):
+    from wolframclient.language import wl
+
+    expected = [
+        wxf(np.array([[1.5, -2.0]], dtype=np.float32)),
+        wxf({"x": np.array([2.0, 4.0, 8.0]), "cotangent": 0.5}),
+        wxf(wl.Failure("MLBridge", {"MessageTemplate": "é", "Status": 400})),
+        wxf([1, 300, 70000, 2**40, -5, 2.5, "s"]),
+    ]
+    got = [bytes(b) for b in wolfram_value(transport_run[0]["serialize-table"])]
+    assert got == expected
+
+
+def test_text_replies_of_any_rank_with_nan_and_infinities(transport_run):
+    results = transport_run[0]
+    assert results["text-rank3-specials"] == "{{{1., Infinity}}, {{-Infinity, Indeterminate}}}"
+    assert wolfram_value(results["text-rank4"]) == [1, 1, 1, 2]
+    assert results["text-scalar-nan"] == "Indeterminate"
+
+
+def test_every_request_names_the_format_it_accepts(transport_run):
+    requests = transport_run[2]
+    accepted = {(r["method"], r["path"], r["headers"].get("content-type")): r for r in requests}
+    assert accepted[("GET", "/v2", "application/json")]["headers"]["accept"] == "application/json"
+    assert accepted[("POST", "/rank3", TEXT_TYPE)]["headers"]["accept"] == TEXT_TYPE
+    assert accepted[("POST", "/rank3", WXF_TYPE)]["headers"]["accept"] == WXF_TYPE
+    # Only the script's own URLRead call, without headers, goes out with URLRead's default.
+    defaults = [r["path"] for r in requests if r["headers"]["accept"] == "*/*"]
+    assert defaults == ["/v2/models/labels"]
+    assert all(r["headers"]["user-agent"].startswith("Wolfram HTTPClient") for r in requests)
+
+
+def test_a_trailing_slash_in_the_url_gives_no_double_slash(transport_run, fake_server):
+    results, _, requests = transport_run
+    assert wolfram_value(results["fake-connect-url"]) == fake_server[0]
+    assert requests and not any("//" in r["path"] for r in requests)
+
+
+def test_json_without_charset_is_read_as_utf8(transport_run):
+    results = transport_run[0]
+    labels = ["".join(map(chr, codes)) for codes in wolfram_value(results["fake-labels-codes"])]
+    assert labels == LABELS
+    # The stand-in's "Body", like URLRead's, decodes a reply that names no charset byte by
+    # byte: read that way the labels garble, which is why the package reads the bytes.
+    garbled = [
+        "".join(map(chr, codes)) for codes in wolfram_value(results["fake-body-labels-codes"])
+    ]
+    assert garbled[1] == "café".encode().decode("latin-1")
+    message = "".join(map(chr, wolfram_value(results["fake-utf8-error"])))
+    assert message == "modèle"
+
+
+def test_replies_of_any_rank_come_back_in_both_transports(transport_run):
+    results = transport_run[0]
+    assert results["fake-rank3-text"] == "{{{1., 2.}, {Indeterminate, -Infinity}}}"
+    assert results["fake-rank3-wxf"] == "{{{1., 2.}, {Indeterminate, -Infinity}}}"
+
+
+def test_foreign_replies_are_failures_without_import_messages(transport_run):
+    results, output, _ = transport_run
+    status, code, message = wolfram_value(results["fake-html-json"])
+    assert (status, code) == (502, "HTTPError")
+    assert "with text/html instead of JSON: <html><body><h1>502 Bad Gateway" in message
+    assert "proxy" not in message
+    status, _, message = wolfram_value(results["fake-html-cas"])
+    assert status == 502 and f"instead of {TEXT_TYPE}" in message
+    assert "::" not in between(output, "foreign replies start", "foreign replies end")
+
+
+def test_a_manual_proxy_setting_is_named_in_the_failure(transport_run):
+    results = transport_run[0]
+    for key in ("fake-html-json-proxy", "fake-unreachable-proxy"):
+        assert "may capture 127.0.0.1: add 127.0.0.1 and localhost" in results[key], key
+
+
+def test_unreachable_server_is_failed_with_a_message_in_urlread_and_quiet_in_the_package(
+    transport_run,
+):
+    results, output, _ = transport_run
+    assert results["raw-unreachable"] == "$Failed"
+    assert output.count("URLRead::invhttp") == 1, "only the direct URLRead call may print it"
+    assert "URLRead::" not in between(
+        output, "package unreachable start", "package unreachable end"
+    )
+    assert results["package-unreachable"] == '"NoServer"'
+    assert wolfram_value(results["package-unreachable-predict"]) == "NoServer"
+
+
+def test_connection_files_and_urls_that_are_not_mlbridge_s(transport_run):
+    results = transport_run[0]
+    assert (
+        results["no-url"].startswith('Failure["MLBridge", ') and '"NoServer"' in results["no-url"]
+    )
+    assert 'server.json lacks \\"url\\" or \\"token_file\\"' in results["no-url"]
+    assert '"ClientError", "expected a server URL' in results["bad-url"]
+    assert "got the arguments {8123}" in results["bad-arguments"]
+
+
+def test_windows_server_environment_empties_python_variables(transport_run):
+    """Whether ProcessEnvironment replaces or merges (the stand-in merges), Python ignores them."""
+    results = transport_run[0]
+    assert wolfram_value(results["windows-argv-head"]) == sys.executable  # no env -i there
+    assert results["windows-child"] == "\"'' '' False\""
+
+
+def test_training_report_plots_loss_and_accuracy(transport_run):
+    results = transport_run[0]
+    assert results["plot-head"] == "GraphicsRow"
+    lines = [np.array(line) for line in wolfram_value(results["plot-lines"])]
+    epochs = np.array([1.0, 2.0, 3.0])
+    expected = [2.0 / epochs, 2.2 / epochs, 1 - 0.5 / epochs, 1 - 0.6 / epochs]
+    assert len(lines) == len(expected)
+    for line, values in zip(lines, expected, strict=True):
+        np.testing.assert_allclose(line, np.column_stack([epochs, values]))
+    assert wolfram_value(results["plot-no-validation-lines"]) == 2
+    assert '"ClientError", "cannot read a training report' in results["plot-missing-file"]
+
+
+# Install steps and the documentation review, statically: what no interpreter here can run.
+
+PACLET = HERE / "MLBridge"
+README = HERE / "README.md"
+PACLET_SCRIPT = HERE / "tests" / "paclet_test.wl"
+FLOOR = (12, 0)  # the oldest Wolfram Language the package supports
+# Every System` symbol the package uses, with the version that introduced it (the "History"
+# line of its reference page). A symbol missing here fails the test until its page is checked.
+INTRODUCED = {
+    "$Failed": "1.0",
+    "$HomeDirectory": "1.0",
+    "$InternetProxyRules": "7.0",
+    "$OperatingSystem": "1.0",
+    "AllTrue": "10.2",
+    "AnyTrue": "10.2",
+    "ArrayDepth": "1.0",
+    "ArrayQ": "1.0",
+    "Association": "10.0",
+    "AssociationQ": "10.0",
+    "Automatic": "1.0",
+    "AxesLabel": "1.0",
+    "Begin": "1.0",
+    "BeginPackage": "1.0",
+    "BinaryDeserialize": "11.1",
+    "BinarySerialize": "11.1",
+    "ByteArray": "10.1",
+    "ByteArrayToString": "11.2",
+    "Cases": "1.0",
+    "CharacterEncoding": "3.0",
+    "ColorConvert": "7.0",
+    "DataRange": "6.0",
+    "Dimensions": "1.0",
+    "DirectedInfinity": "1.0",
+    "End": "1.0",
+    "EndOfString": "5.1",
+    "EndPackage": "1.0",
+    "Environment": "1.0",
+    "Except": "2.0",
+    "Exp": "1.0",
+    "Failure": "10.0",
+    "FailureQ": "10.0",
+    "False": "1.0",
+    "FileExistsQ": "7.0",
+    "FileNameJoin": "7.0",
+    "First": "1.0",
+    "FreeQ": "1.0",
+    "Function": "1.0",
+    "GetEnvironment": "10.0",
+    "GraphicsRow": "6.0",
+    "HTTPRequest": "11.0",
+    "Head": "1.0",
+    "HoldComplete": "3.0",
+    "HoldPattern": "3.0",
+    "If": "1.0",
+    "Image": "7.0",
+    "ImageData": "7.0",
+    "ImageResize": "7.0",
+    "ImageSize": "2.0",
+    "Import": "4.0",
+    "ImportString": "4.0",
+    "Indeterminate": "1.0",
+    "Infinity": "1.0",
+    "InputForm": "1.0",
+    "Integer": "1.0",
+    "IntegerQ": "1.0",
+    "Join": "1.0",
+    "KeyValuePattern": "11.0",
+    "Keys": "10.0",
+    "Last": "1.0",
+    "Length": "1.0",
+    "List": "1.0",
+    "ListLinePlot": "6.0",
+    "ListQ": "1.0",
+    "Map": "1.0",
+    "MapThread": "2.0",
+    "MatchQ": "1.0",
+    "Max": "1.0",
+    "MemberQ": "1.0",
+    "Min": "1.0",
+    "Missing": "6.0",
+    "Module": "2.0",
+    "N": "1.0",
+    "None": "2.0",
+    "Normal": "1.0",
+    "Null": "1.0",
+    "NumberForm": "1.0",
+    "NumberQ": "1.0",
+    "NumericArray": "12.0",
+    "OptionQ": "2.0",
+    "OptionValue": "1.0",
+    "Options": "1.0",
+    "OptionsPattern": "6.0",
+    "PlotLabel": "1.0",
+    "PlotLegends": "9.0",
+    "ProcessEnvironment": "10.0",
+    "Quiet": "6.0",
+    "Range": "1.0",
+    "Real": "1.0",
+    "RegularExpression": "5.1",
+    "ReleaseHold": "1.0",
+    "RemoveAlphaChannel": "8.0",
+    "Replace": "1.0",
+    "Rest": "1.0",
+    "Return": "1.0",
+    "Rule": "1.0",
+    "RuleDelayed": "1.0",
+    "RunProcess": "10.0",
+    "Select": "1.0",
+    "SelectFirst": "10.0",
+    "Short": "1.0",
+    "SortBy": "6.0",
+    "String": "1.0",
+    "StringLength": "1.0",
+    "StringMatchQ": "1.0",
+    "StringQ": "2.0",
+    "StringReplace": "1.0",
+    "StringTake": "2.0",
+    "StringTrim": "5.1",
+    "Switch": "1.0",
+    "Take": "1.0",
+    "Times": "1.0",
+    "ToExpression": "1.0",
+    "ToLowerCase": "1.0",
+    "ToString": "1.0",
+    "Total": "5.0",
+    "True": "1.0",
+    "TrueQ": "1.0",
+    "URLRead": "11.0",
+    "Values": "10.0",
+    "Which": "1.0",
+    "WhitespaceCharacter": "5.1",
+    "With": "1.0",
+}
+# Newer than the floor, read only where defined (the package checks AssociationQ first).
+GUARDED = {"$DefaultProxyRules", "Manual"}
+IMAGE_TYPES = {"Bit", "Byte", "Bit16", "Real32", "Real64"}  # ImageData's types since 12.0
+
+
+def package_code() -> str:
+    """The package without comments and string contents."""
+    code = re.sub(r"\(\*.*?\*\)", "", PACKAGE.read_text(), flags=re.S)
+    return re.sub(r'"(?:\\.|[^"\\])*"', '""', code, flags=re.S)
+
+
+def test_every_builtin_the_package_uses_exists_in_12_0() -> None:
+    used = set(re.findall(r"(?<![\w`$])\$?[A-Z][A-Za-z0-9]*", package_code()))
+    used = {name for name in used if not name.startswith("MLBridge")} - GUARDED
+    unknown = used - INTRODUCED.keys()
+    assert not unknown, f"check these against their reference pages, then list them: {unknown}"
+    late = {n for n in used if tuple(map(int, INTRODUCED[n].split("."))) > FLOOR}
+    assert not late, f"introduced after {FLOOR}: {late}"
+
+
+def test_image_data_uses_only_documented_types() -> None:
+    types = re.findall(r'ImageData\[[^\]]*\],\s*"(\w+)"\]', PACKAGE.read_text())
+    assert types and set(types) <= IMAGE_TYPES, types
+
+
+def test_paclet_has_the_files_its_documented_install_route_needs() -> None:
+    """PacletDirectoryLoad/PacletDirectoryAdd read PacletInfo.m; Needs finds Kernel/MLBridge.wl."""
+    from mlbridge import __version__
+
+    assert not (PACLET / "PacletInfo.wl").exists(), "12.0 documents PacletInfo.m only"
+    info = (PACLET / "PacletInfo.m").read_text()
+    assert re.search(r"^Paclet\[", info, re.MULTILINE)
+    assert re.search(r'\bName -> "MLBridge"', info)
+    assert re.search(rf'\bVersion -> "{re.escape(__version__)}"', info), "paclet and wheel agree"
+    assert '{"Kernel", Root -> "Kernel", Context -> "MLBridge`"}' in info
+    assert 'BeginPackage["MLBridge`"]' in (PACLET / "Kernel" / "MLBridge.wl").read_text()
+    assert "MLBridge.wl" in (PACLET / "Kernel" / "init.wl").read_text()
+
+
+def test_readme_installs_with_documented_functions_only() -> None:
+    section = README.read_text().split("## Install")[1].split("\n## ")[0]
+    blocks = re.findall(r"```wolfram\n(.*?)```", section, re.S)
+    calls = {name for block in blocks for name in re.findall(r"\b([A-Z]\w*)\[", block)}
+    assert calls <= {"PacletDirectoryLoad", "PacletDirectoryAdd", "Needs", "Get", "FileNameJoin"}
+    assert {"PacletDirectoryLoad", "PacletDirectoryAdd", "Needs"} <= calls
+    assert "PacletInstall[" not in section
+
+
+def test_paclet_descriptor_parses_and_its_kernel_folder_resolves_the_context(tmp_path) -> None:
+    env = {**os.environ, "MLBRIDGE_TEST_PACLET": str(PACLET), "PYTHONPATH": str(HERE / "tests")}
+    results = parse_results(run_mathics(PACLET_SCRIPT, env, tmp_path))
+    assert results["descriptor-head"] == "Paclet"
+    assert results["loaded"] == "True"

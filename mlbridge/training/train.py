@@ -18,6 +18,8 @@ from .config import DEFAULT_EPOCHS, TrainConfig
 from .data import Dataset, load_dataset, split_validation
 from .models import architecture, build_model
 
+CURVES_MISSING = "not drawn: pip install matplotlib (part of the training extra)"
+
 #: Epochs that meet the floors on the 8,000 local MNIST training images with Adam(1e-4)
 #: (chosen on the validation split; docs/training.md lists the held-out results).
 
@@ -86,7 +88,9 @@ def train(config: TrainConfig) -> dict[str, Any]:
         "model_file": model_file.name,
         "versions": package_versions(),
     }
-    report_path(model_file).write_text(json.dumps(report, indent=2) + "\n")
+    report_file = report_path(model_file)
+    report["curves_file"] = _write_curves(report, report_file)
+    report_file.write_text(json.dumps(report, indent=2) + "\n")
     return report
 
 
@@ -139,8 +143,19 @@ def format_report(report: dict[str, Any]) -> str:
         + "/".join(str(report[k]) for k in ("train_size", "validation_size", "heldout_size")),
         f"held-out accuracy {report['heldout_accuracy']:.4f}",
         f"model             {report['model_file']}",
+        f"curves            {report.get('curves_file') or CURVES_MISSING}",
     ]
     return "\n".join(rows)
+
+
+def _write_curves(report: dict[str, Any], report_file: Path) -> str | None:
+    """Draw the per-epoch curves beside the report; None when matplotlib is not installed."""
+    from . import plots
+
+    try:
+        return plots.write_curves(report, plots.curves_path(report_file)).name
+    except ImportError:
+        return None
 
 
 def _cell(value: float | None) -> str:

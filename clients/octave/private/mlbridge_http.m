@@ -6,11 +6,13 @@ function reply = mlbridge_http(conn, method, path, body)
   if nargin < 4
     body = '';
   end
-  url = [conn.url path];
+  % A connection struct may have been built by hand, with strings: checked again here.
+  url = [mlbridge_check_url(conn.url) path];
+  token = mlbridge_text(conn.token, 'the token');
   if exist('OCTAVE_VERSION', 'builtin')
-    [status, text] = mlbridge_http_curl(url, conn.token, method, body);
+    [status, text] = mlbridge_http_curl(url, token, method, body);
   else
-    [status, text] = mlbridge_http_matlab(url, conn.token, method, body);
+    [status, text] = mlbridge_http_matlab(url, token, method, body);
   end
   if status < 200 || status >= 300
     raise_server_error(status, text, method, url);

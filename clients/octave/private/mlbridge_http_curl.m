@@ -43,6 +43,11 @@ function config = curl_config(url, token, method, has_body, files)
 end
 
 function line = option(name, value)
+  % One `name = "value"` line. The URL and the secret were checked before; a control
+  % character could only come from a bug here, and would start a config line of its own.
+  if any(value < 32 | value == 127)
+    error('mlbridge:usage', 'mlbridge: refusing a control character in curl''s %s option', name);
+  end
   value = strrep(value, '\', '\\');
   value = strrep(value, '"', '\"');
   line = sprintf('%s = "%s"', name, value);

@@ -6,7 +6,7 @@ function meta = mlbridge_metadata(conn, model)
   end
   key = [conn.url '|' model];
   if ~isKey(cache, key)
-    cache(key) = mlbridge_http(conn, 'GET', ['/v2/models/' model]);
+    cache(key) = mlbridge_http(conn, 'GET', mlbridge_model_path(model));
   end
   meta = cache(key);
 end

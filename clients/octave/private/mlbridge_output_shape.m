@@ -8,7 +8,7 @@ function shape = mlbridge_output_shape(conn, model, dims, x)
   if any(shape < 0)
     spec = mlbridge_input_spec(conn, model);
     body = ['{"inputs":[' mlbridge_v2_tensor(spec.name, spec.datatype, dims, x) ']}'];
-    reply = mlbridge_http(conn, 'POST', ['/v2/models/' model '/infer'], body);
+    reply = mlbridge_http(conn, 'POST', mlbridge_model_path(model, '/infer'), body);
     shape = double(reply.outputs(1).shape(:).');
     shape = shape(2:end);
   end

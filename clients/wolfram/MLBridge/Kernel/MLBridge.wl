@@ -30,6 +30,10 @@ MLBridgeFunction[model, \"Transport\" -> \"Text\"] passes the option on.";
 MLBridgeStartServer::usage =
   "MLBridgeStartServer[] starts `mlbridge serve` in the background and connects to it.";
 MLBridgeStopServer::usage = "MLBridgeStopServer[] stops the server started for this home.";
+MLBridgeTrainingPlot::usage =
+  "MLBridgeTrainingPlot[file] plots the loss and accuracy per epoch from the training report \
+NAME.report.json that `mlbridge train` writes. MLBridgeTrainingPlot[report] takes the report as \
+an Association.";
 
 Begin["`Private`"];
 
@@ -52,9 +56,12 @@ clientFailure[message_String, status_] := Failure["MLBridge", <|
 homeDirectory[] := With[{home = Environment["MLBRIDGE_HOME"]},
   If[StringQ[home] && home =!= "", home, FileNameJoin[{$HomeDirectory, ".mlbridge"}]]];
 
-readText[file_String] := If[FileExistsQ[file], Import[file, "Text"], $Failed];
+(* Files and replies are UTF-8 (JSON by definition): read them as such, whatever the default. *)
+readText[file_String] :=
+  If[FileExistsQ[file], Import[file, "Text", CharacterEncoding -> "UTF-8"], $Failed];
+readText[_] := $Failed;
 
-readJSON[text_String] := ImportString[text, "RawJSON"];
+readJSON[text_String] := Quiet[ImportString[text, "RawJSON"]];
 readJSON[_] := $Failed;
 
 Options[MLBridgeConnect] = {"TokenFile" -> Automatic};
@@ -62,10 +69,15 @@ Options[MLBridgeConnect] = {"TokenFile" -> Automatic};
 MLBridgeConnect[] := Module[{file, info},
   file = FileNameJoin[{homeDirectory[], "server.json"}];
   info = readJSON[readText[file]];
-  If[!AssociationQ[info], Return[noServer["no server.json in " <> homeDirectory[]]]];
-  MLBridgeConnect[info["url"], "TokenFile" -> info["token_file"]]];
+  Which[
+    !AssociationQ[info], noServer["no readable server.json in " <> homeDirectory[]],
+    !StringQ[info["url"]] || !StringQ[info["token_file"]],
+      noServer[file <> " lacks \"url\" or \"token_file\"; it is not the file `mlbridge serve` writes"],
+    True, MLBridgeConnect[info["url"], "TokenFile" -> info["token_file"]]]];
 
-MLBridgeConnect[url_String, OptionsPattern[]] := Module[{tokenFile, secret, reply},
+MLBridgeConnect[address_String, OptionsPattern[]] := Module[
+  {url = serverURL[address], tokenFile, secret, reply},
+  If[FailureQ[url], Return[url]];
   tokenFile = Replace[OptionValue["TokenFile"],
     Automatic :> FileNameJoin[{homeDirectory[], "token"}]];
   secret = readText[tokenFile];
@@ -76,38 +88,85 @@ MLBridgeConnect[url_String, OptionsPattern[]] := Module[{tokenFile, secret, repl
   $modelInfo = <||>;
   <|"URL" -> url, "TokenFile" -> tokenFile, "Server" -> reply["name"], "Version" -> reply["version"]|>];
 
+(* Anything else: a Failure rather than an unevaluated call (e.g. server.json without a url). *)
+MLBridgeConnect[args___] /; !MatchQ[{args}, {} | {_String, OptionsPattern[]}] := clientFailure[
+  "expected MLBridgeConnect[] or MLBridgeConnect[url, \"TokenFile\" -> path]; got the " <>
+  "arguments " <> ToString[{args}, InputForm], Missing["NotSent"]];
+
+(* The server's address without trailing slashes (paths are appended to it). *)
+serverURL[address_String] := With[{url = StringReplace[address, "/" .. ~~ EndOfString -> ""]},
+  If[StringMatchQ[url, RegularExpression["https?://[^/\\s]+(/\\S*)?"]], url,
+    clientFailure["expected a server URL such as http://127.0.0.1:8123; got " <>
+      ToString[address, InputForm], Missing["NotSent"]]]];
+
 (* Every call connects on first use, so a session can start with MLBridgePredict. *)
 connection[] := If[AssociationQ[$connection], $connection,
   With[{result = MLBridgeConnect[]}, If[FailureQ[result], result, $connection]]];
 
 (* ---- HTTP ------------------------------------------------------------------------------- *)
 
-authHeaders[conn_] := {"Authorization" -> "Bearer " <> conn["Token"]};
+jsonType = "application/json";
 
-(* The CAS endpoint answers in the request's format, so no Accept header is needed. *)
-sendRequest[conn_, method_String, path_String, body_, contentType_String, property_String] :=
-  Module[{request, reply},
-    request = HTTPRequest[conn["URL"] <> path, <|"Method" -> method,
-      "Headers" -> authHeaders[conn], "Body" -> body, "ContentType" -> contentType|>];
-    reply = Quiet[URLRead[request, {"StatusCode", property}]];
-    If[FailureQ[reply] || !AssociationQ[reply],
-      noServer["no answer from " <> conn["URL"]],
-      {reply["StatusCode"], reply[property]}]];
+(* Accept names the format wanted: the server lets it choose the reply's format, and URLRead
+   would otherwise send its default, which accepts any type. *)
+requestHeaders[conn_, accept_String] :=
+  {"Authorization" -> "Bearer " <> conn["Token"], "Accept" -> accept};
+
+(* One exchange: {status, media type, body bytes}, or a NoServer Failure when nothing answers
+   (URLRead gives $Failed with a message, or a Failure, depending on the version). The body is
+   read as bytes: "Body" would decode JSON, which names no charset, as ISO-8859-1. *)
+sendRequest[conn_, method_String, path_String, body_, type_String] := Module[{request, reply},
+  request = HTTPRequest[conn["URL"] <> path, <|"Method" -> method,
+    "Headers" -> requestHeaders[conn, type], "Body" -> body, "ContentType" -> type|>];
+  reply = Quiet[URLRead[request, {"StatusCode", "ContentType", "BodyByteArray"}]];
+  If[FailureQ[reply] || !AssociationQ[reply] || !IntegerQ[reply["StatusCode"]],
+    noServer["no answer from " <> conn["URL"] <> proxyNote[]],
+    {reply["StatusCode"], mediaType[reply["ContentType"]], reply["BodyByteArray"]}]];
+
+mediaType[type_String] := ToLowerCase[StringTrim[StringReplace[type, ";" ~~ ___ -> ""]]];
+mediaType[_] := "";
+
+bodyText[bytes_ByteArray] := ByteArrayToString[bytes];
+bodyText[text_String] := text;
+bodyText[_] := "";  (* an empty body *)
+
+(* What a reply that is not the server's own looks like, shortened. *)
+bodySnippet[body_] := With[{text = StringTrim[StringReplace[bodyText[body], WhitespaceCharacter .. -> " "]]},
+  If[StringLength[text] > 200, StringTake[text, 200] <> "...", text]];
+
+(* The kernel's own proxy settings apply to 127.0.0.1 too when a proxy is set by hand, and no
+   URLRead option bypasses them for one request: a failure says so. $InternetProxyRules holds
+   them up to 13.x ("UseProxy" -> True), $DefaultProxyRules in later versions ("UseProxy" ->
+   Manual); each is read only where it is defined. *)
+manualProxyQ[] := TrueQ[
+  (ListQ[$InternetProxyRules] && MemberQ[$InternetProxyRules, "UseProxy" -> True]) ||
+  (AssociationQ[$DefaultProxyRules] && $DefaultProxyRules["UseProxy"] === Manual)];
+proxyNote[] := If[manualProxyQ[],
+  "; the kernel sends HTTP through the proxy set in its proxy settings ($InternetProxyRules, " <>
+  "$DefaultProxyRules), which may capture 127.0.0.1: add 127.0.0.1 and localhost to the " <>
+  "proxy exceptions (Help > Internet & Mail Settings > Proxy Settings)", ""];
 
 getJSON[conn_, path_String] := Module[{reply, value},
-  reply = sendRequest[conn, "GET", path, "", "application/json", "Body"];
+  reply = sendRequest[conn, "GET", path, "", jsonType];
   If[FailureQ[reply], Return[reply]];
-  value = readJSON[reply[[2]]];
+  value = If[reply[[2]] === jsonType, readJSON[bodyText[reply[[3]]]], $Failed];
   Which[
-    reply[[1]] =!= 200, httpFailure[reply[[1]], value],
+    reply[[1]] =!= 200, httpFailure[reply, value],
     AssociationQ[value], value,
-    True, clientFailure["the server's reply to GET " <> path <> " is not JSON", reply[[1]]]]];
+    True, foreignReply[reply, "JSON"]]];
 
-httpFailure[status_Integer, value_] := Failure["MLBridge", <|
-  "MessageTemplate" -> If[AssociationQ[value] && StringQ[value["error"]], value["error"],
-    "the server answered HTTP " <> ToString[status]],
-  "Status" -> status,
-  "Code" -> If[AssociationQ[value] && StringQ[value["code"]], value["code"], "HTTPError"]|>];
+httpFailure[{status_Integer, type_, body_}, value_] := If[
+  AssociationQ[value] && StringQ[value["error"]],
+  Failure["MLBridge", <|"MessageTemplate" -> value["error"], "Status" -> status,
+    "Code" -> If[StringQ[value["code"]], value["code"], "HTTPError"]|>],
+  foreignReply[{status, type, body}, "JSON"]];
+
+(* A reply in a format the server never writes (a proxy's HTML page, say). *)
+foreignReply[{status_, type_, body_}, expected_String] := Failure["MLBridge", <|
+  "MessageTemplate" -> "the server answered HTTP " <> ToString[status] <> " with " <>
+    If[type === "", "no content type", type] <> " instead of " <> expected <> ": " <>
+    bodySnippet[body] <> proxyNote[],
+  "Status" -> status, "Code" -> "HTTPError"|>];
 
 (* ---- models ----------------------------------------------------------------------------- *)
 
@@ -152,9 +211,9 @@ imageToArray[model_, img_Image] := Module[{shape = exampleShape[model], resized}
   If[FailureQ[shape], Return[shape]];
   resized = ImageResize[RemoveAlphaChannel[img], {shape[[2]], shape[[1]]}];
   Switch[shape,
-    {_, _}, ImageData[ColorConvert[resized, "Grayscale"], "Real"],
-    {_, _, 1}, Map[List, ImageData[ColorConvert[resized, "Grayscale"], "Real"], {2}],
-    {_, _, 3}, ImageData[ColorConvert[resized, "RGB"], "Real"],
+    {_, _}, ImageData[ColorConvert[resized, "Grayscale"], "Real32"],
+    {_, _, 1}, Map[List, ImageData[ColorConvert[resized, "Grayscale"], "Real32"], {2}],
+    {_, _, 3}, ImageData[ColorConvert[resized, "RGB"], "Real32"],
     _, clientFailure["cannot turn an Image into input shape " <> ToString[shape], Missing["NotSent"]]]];
 
 (* ---- transports: each gives the reply held, never evaluated ---------------------------- *)
@@ -181,25 +240,32 @@ encodeBody["WXF", model_, x_] := With[{type = wxfElementType[model]},
 encodeBody["Text", _, args_] := ToString[args, InputForm];
 
 holdReply["WXF", bytes_ByteArray] := Quiet[BinaryDeserialize[bytes, HoldComplete]];
-holdReply["Text", text_String] := Quiet[ToExpression[text, InputForm, HoldComplete]];
+holdReply["Text", text_String] :=
+  Quiet[ToExpression[text, InputForm, HoldComplete]] /. heldInfinities;
+holdReply["Text", bytes_ByteArray] := holdReply["Text", bodyText[bytes]];
 holdReply[_, _] := $Failed;
 
 contentType["WXF"] = wxfType;
 contentType["Text"] = textType;
-replyProperty["WXF"] = "BodyByteArray";
-replyProperty["Text"] = "Body";
+
+(* Text replies write NaN as Indeterminate and infinities as Infinity and -Infinity; held, the
+   last two are a symbol and Times[-1, Infinity], rewritten here to the numbers they stand for. *)
+heldInfinities = {HoldPattern[Times[-1, Infinity]] -> DirectedInfinity[-1],
+  HoldPattern[Infinity] -> DirectedInfinity[1]};
 
 (* Only numbers, lists of them and numeric arrays are released: FreeQ looks at every part and
    head of the held reply, evaluating none; the released value must then be a rectangular
-   array or a single number (a scalar function's value). *)
-numericPart = HoldComplete | List | _HoldComplete | _List | _Real | _Integer | _NumericArray;
+   array or a single number (a scalar function's value), of any rank. *)
+numericPart = HoldComplete | List | _HoldComplete | _List | _Real | _Integer | _NumericArray |
+  Indeterminate | DirectedInfinity | _DirectedInfinity;
 numericReplyQ[held_HoldComplete] := FreeQ[held, Except[numericPart]];
 numericReplyQ[_] := False;
 
 releaseNumbers[HoldComplete[a_NumericArray]] := Normal[a];
 releaseNumbers[held_] := ReleaseHold[held];
 
-numbersQ[value_] := NumberQ[value] || ArrayQ[value, _, NumberQ];
+numberQ[x_] := NumberQ[x] || MatchQ[x, Indeterminate | DirectedInfinity[1] | DirectedInfinity[-1]];
+numbersQ[value_] := numberQ[value] || ArrayQ[value, _, numberQ];
 
 (* A Failure in the reply is rebuilt from its string and integer fields, never evaluated.
    Text replies hold the rules themselves; WXF may give an Association already built, which
@@ -217,6 +283,12 @@ serverFailure[held_, status_] := Failure["MLBridge", <|
   "Code" -> Replace[heldField[held, "Code", _String], _Missing -> "HTTPError"]|>];
 
 notNumbers[status_] := clientFailure["the server's reply is not a numeric array", status];
+
+(* A reply of the transport's own media type (or none, as in the tests) is decoded held. *)
+decodeReply[transport_, {status_, type_String, body_}] := If[
+  MemberQ[{contentType[transport], ""}, type],
+  decodeReply[transport, {status, body}],
+  foreignReply[{status, type, body}, contentType[transport]]];
 
 decodeReply[transport_, {status_, body_}] := With[{held = holdReply[transport, body]},
   Which[
@@ -237,8 +309,7 @@ callEndpoint[model_String, route_String, args_, transport_] := Module[
   If[!MemberQ[{"WXF", "Text"}, transport], Return[transportFailure[transport]]];
   body = encodeBody[transport, model, args];
   If[FailureQ[body], Return[body]];
-  reply = sendRequest[conn, "POST", "/" <> model <> route, body,
-    contentType[transport], replyProperty[transport]];
+  reply = sendRequest[conn, "POST", "/" <> model <> route, body, contentType[transport]];
   If[FailureQ[reply], reply, decodeReply[transport, reply]]];
 
 (* ---- prediction ------------------------------------------------------------------------- *)
@@ -319,7 +390,12 @@ MLBridgeClassify[model_String, data_, n_Integer, opts : OptionsPattern[]] := Mod
 (* ---- server process --------------------------------------------------------------------- *)
 
 (* The server is a Python program: the kernel's own library and Python paths must not leak
-   into it, so it gets only these variables and the MLBRIDGE_ ones, whatever the kernel has. *)
+   into it, so it gets only these variables and the MLBRIDGE_ ones, whatever the kernel has.
+   On Unix `env -i` starts it with exactly these. Windows has no `env -i` and RunProcess's
+   documentation does not say whether ProcessEnvironment replaces the inherited environment or
+   adds to it, so there PYTHONPATH and PYTHONHOME are also passed empty: Python ignores an
+   empty PYTHONPATH or PYTHONHOME, so either reading leaves them without effect. Windows has no
+   LD_LIBRARY_PATH, and Python (3.8+) no longer looks up extension modules' DLLs on PATH. *)
 $passedVariables = {"HOME", "PATH", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR",
   "TZ", "SYSTEMROOT", "USERPROFILE", "APPDATA", "LOCALAPPDATA", "TEMP", "TMP"};
 
@@ -329,15 +405,19 @@ cleanEnvironment[] := Module[{all = GetEnvironment[]},
   Select[all, StringQ[Last[#]] && Last[#] =!= "" &&
     (MemberQ[$passedVariables, First[#]] || StringMatchQ[First[#], "MLBRIDGE_" ~~ ___]) &]];
 
-(* On Unix `env -i` guarantees the clean environment whatever ProcessEnvironment merges. *)
-serverCommand[command_String, args_List, env_List] := If[$OperatingSystem === "Windows",
-  Join[{command}, args],
-  Join[{"/usr/bin/env", "-i"}, First[#] <> "=" <> Last[#] & /@ env, {command}, args]];
+serverEnvironment["Windows"] := Join[cleanEnvironment[], {"PYTHONPATH" -> "", "PYTHONHOME" -> ""}];
+serverEnvironment[_] := cleanEnvironment[];
+
+serverCommand[command_String, args_List, env_List] :=
+  serverCommand[command, args, env, $OperatingSystem];
+serverCommand[command_String, args_List, _List, "Windows"] := Join[{command}, args];
+serverCommand[command_String, args_List, env_List, _] :=
+  Join[{"/usr/bin/env", "-i"}, First[#] <> "=" <> Last[#] & /@ env, {command}, args];
 
 Options[MLBridgeStartServer] = {"Command" -> "mlbridge", "Arguments" -> {}};
 
 (* `mlbridge serve --detach` returns once the server is ready and server.json is written. *)
-MLBridgeStartServer[OptionsPattern[]] := Module[{env = cleanEnvironment[], result},
+MLBridgeStartServer[OptionsPattern[]] := Module[{env = serverEnvironment[$OperatingSystem], result},
   If[AssociationQ[Quiet[MLBridgeConnect[]]], Return[MLBridgeConnect[]]];
   result = RunProcess[serverCommand[OptionValue["Command"],
     Join[{"serve", "--detach"}, OptionValue["Arguments"]], env],
@@ -352,12 +432,41 @@ processOutput[result_] := ToString[result];
 
 Options[MLBridgeStopServer] = {"Command" -> "mlbridge"};
 
-MLBridgeStopServer[OptionsPattern[]] := Module[{env = cleanEnvironment[], result},
+MLBridgeStopServer[OptionsPattern[]] := Module[{env = serverEnvironment[$OperatingSystem], result},
   result = RunProcess[serverCommand[OptionValue["Command"], {"stop"}, env],
     ProcessEnvironment -> Association @@ env];
   $connection = None;
   If[AssociationQ[result] && result["ExitCode"] === 0, Null,
     clientFailure["mlbridge stop failed: " <> processOutput[result], Missing["NotSent"]]]];
+
+(* ---- training curves -------------------------------------------------------------------- *)
+
+curvePanels = {{"loss", {"loss", "val_loss"}}, {"accuracy", {"accuracy", "val_accuracy"}}};
+
+MLBridgeTrainingPlot[file_String] := With[{report = readJSON[readText[file]]},
+  If[AssociationQ[report], MLBridgeTrainingPlot[report],
+    clientFailure["cannot read a training report (NAME.report.json) from " <> file,
+      Missing["NotSent"]]]];
+
+MLBridgeTrainingPlot[report_Association] := With[{history = report["history"]},
+  If[ListQ[history] && history =!= {} && AllTrue[history, AssociationQ],
+    GraphicsRow[curvePanel[report, history, #[[1]], #[[2]]] & /@ curvePanels, ImageSize -> 720],
+    clientFailure["the report has no per-epoch \"history\"", Missing["NotSent"]]]];
+
+(* Training and validation curves over the epochs; a curve the report lacks (no validation
+   split: null values) is left out. *)
+curvePanel[report_, history_, title_String, keys_List] := Module[{epochs, series, present},
+  epochs = #["epoch"] & /@ history;
+  series = Function[key, #[key] & /@ history] /@ keys;
+  present = Select[Range[Length[keys]], AllTrue[series[[#]], NumberQ] &];
+  ListLinePlot[series[[present]], DataRange -> {First[epochs], Last[epochs]},
+    PlotLegends -> {"training", "validation"}[[present]],
+    PlotLabel -> panelTitle[report, title], AxesLabel -> {"epoch", title}]];
+
+panelTitle[report_, "accuracy"] := If[NumberQ[report["heldout_accuracy"]],
+  "accuracy (held-out " <> ToString[NumberForm[report["heldout_accuracy"], {5, 4}]] <> ")",
+  "accuracy"];
+panelTitle[_, title_] := title;
 
 End[];
 

@@ -1,20 +1,36 @@
-"""Test-only Mathics3 module: one builtin that does a real HTTP exchange through Python.
+"""Test-only Mathics3 module: the Wolfram built-ins MLBridge needs that Mathics3 lacks.
 
-Mathics3 has no URLRead/HTTPRequest; `http_standin.wl` builds those two on top of
-`HTTPExchange`, which really goes over a socket (urllib). Never used by the package itself.
-Load with `LoadModule["pymathics.mlbridge_http"]` (this folder on PYTHONPATH).
+Each builtin here does in Python what the documented Wolfram function does, as far as the
+package and its tests depend on it; `standin.wl` wraps them under the real names. Never
+used by the package itself. Load with `LoadModule["pymathics.mlbridge_http"]` (the folder
+above on PYTHONPATH).
+
+- HTTPExchange: one HTTP request over a real socket, with URLRead's default headers
+  (libcurl's ``Accept: */*``, a Wolfram user agent) and the reply body decoded by the
+  charset its Content-Type names, ISO-8859-1 when it names none (bytes as characters):
+  what ``URLRead[..., "Body"]`` gives, and why the package reads ``"BodyByteArray"``.
+- WXFSerialize/WXFDeserialize: BinarySerialize/BinaryDeserialize (see wxf_standin.py).
+- MakeNumericArray/NumericArrayNormal: NumericArray as an atom, and its Normal.
+- BytesToText: ByteArrayToString (UTF-8; an invalid byte stands for its own code point).
+- RawJSONString, HeldParse, RunArgv: ImportString[..., "RawJSON"], a ToExpression that
+  holds, RunProcess (with ProcessEnvironment merged into the inherited environment).
 """
 
 from __future__ import annotations
 
+import codecs
 import io
 import json
+import os
+import re
 import subprocess
 import urllib.error
 import urllib.request
 
-from mathics.core.atoms import ByteArray, Integer, Real, String
+import numpy as np
+from mathics.core.atoms import ByteArray, Integer, NumericArray, Real, String
 from mathics.core.builtin import Builtin
+from mathics.core.convert.python import from_python
 from mathics.core.expression import Expression
 from mathics.core.list import ListExpression
 from mathics.core.parser import MathicsFileLineFeeder
@@ -22,29 +38,53 @@ from mathics.core.parser.convert import convert
 from mathics.core.parser.util import parser
 from mathics.core.symbols import Symbol, SymbolFalse, SymbolNull, SymbolTrue
 from mathics_scanner.errors import SyntaxError as MathicsSyntaxError
+from pymathics import wxf_standin
 
 TIMEOUT_S = 30
+DEFAULT_HEADERS = {"Accept": "*/*", "User-Agent": "Wolfram HTTPClient (mlbridge test stand-in)"}
+DEFAULT_CHARSET = "iso-8859-1"  # no charset named: one character per byte
+CHARSET = re.compile(r"charset\s*=\s*\"?([^\";\s]+)", re.IGNORECASE)
+ARRAY_TYPES = {"Real32": np.float32, "Real64": np.float64, "Integer32": np.int32}
+ARRAY_TYPES |= {"Integer64": np.int64, "UnsignedInteger8": np.uint8}
+
+# Mathics3's NumericArray atom names its head without a context; the Wolfram Language's is
+# System`NumericArray, which is what patterns such as _NumericArray must match.
+NumericArray.class_head_name = "System`NumericArray"
+codecs.register_error("mlbridge_codepoint", lambda e: (chr(e.object[e.start]), e.start + 1))
 
 pymathics_version_data = {"author": "mlbridge tests", "version": "0", "name": "mlbridge_http"}
 
 
 def _exchange(method: str, url: str, headers: dict[str, str], body: bytes | None):
-    """Send one request; return (status, content type, body bytes); status 0 when unreachable."""
-    request = urllib.request.Request(url, data=body, headers=headers, method=method)
+    """Send one request (no proxy); (status, content type, body, reason); status 0: no answer."""
+    wanted = {k.lower() for k in headers}
+    fields = {k: v for k, v in DEFAULT_HEADERS.items() if k.lower() not in wanted} | headers
+    request = urllib.request.Request(url, data=body, headers=fields, method=method)
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
-        with urllib.request.urlopen(request, timeout=TIMEOUT_S) as reply:
-            return reply.status, reply.headers.get("Content-Type", ""), reply.read()
+        with opener.open(request, timeout=TIMEOUT_S) as reply:
+            return reply.status, reply.headers.get("Content-Type", ""), reply.read(), ""
     except urllib.error.HTTPError as error:
-        return error.code, error.headers.get("Content-Type", ""), error.read()
+        return error.code, error.headers.get("Content-Type", ""), error.read(), ""
     except OSError as error:
-        return 0, "", str(error).encode()
+        return 0, "", b"", str(getattr(error, "reason", error))
+
+
+def _body_text(data: bytes, content_type: str) -> str:
+    """The body as URLRead's "Body" gives it: decoded by the charset the reply names."""
+    named = CHARSET.search(content_type)
+    try:
+        return data.decode(named.group(1) if named else DEFAULT_CHARSET, errors="replace")
+    except LookupError:
+        return data.decode(DEFAULT_CHARSET)
 
 
 class HTTPExchange(Builtin):
     """
     <dl>
       <dt>'HTTPExchange'[$method$, $url$, {{$name$, $value$}, ...}, $body$]
-      <dd>sends one HTTP request; gives {status, content type, body text, body ByteArray}.
+      <dd>sends one HTTP request; gives {status, content type, body text, body ByteArray,
+      reason}; status 0 and the reason when no server answered.
     </dl>
     """
 
@@ -59,11 +99,130 @@ class HTTPExchange(Builtin):
         else:
             payload = None
         fields = {pair.elements[0].value: pair.elements[1].value for pair in headers.elements}
-        status, content_type, data = _exchange(method.value, url.value, fields, payload)
-        text = String(data.decode("utf-8", errors="replace"))
+        status, content_type, data, reason = _exchange(method.value, url.value, fields, payload)
         return ListExpression(
-            Integer(status), String(content_type), text, ByteArray(bytearray(data))
+            Integer(status),
+            String(content_type),
+            String(_body_text(data, content_type)),
+            ByteArray(bytearray(data)),
+            String(reason),
         )
+
+
+class BytesToText(Builtin):
+    """
+    <dl>
+      <dt>'BytesToText'[$bytes$]
+      <dd>decodes a ByteArray as UTF-8, as ByteArrayToString does.
+    </dl>
+    """
+
+    summary_text = "decode UTF-8 bytes (test-only)"
+
+    def eval(self, data, evaluation):
+        "BytesToText[data_]"
+        if not isinstance(data, ByteArray):
+            return None
+        return String(bytes(data.value).decode("utf-8", errors="mlbridge_codepoint"))
+
+
+class WXFSerialize(Builtin):
+    """
+    <dl>
+      <dt>'WXFSerialize'[$expr$]
+      <dd>gives the WXF bytes of $expr$ as a ByteArray, as BinarySerialize does.
+    </dl>
+    """
+
+    summary_text = "BinarySerialize (test-only)"
+
+    def eval(self, expr, evaluation):
+        "WXFSerialize[expr_]"
+        try:
+            return ByteArray(bytearray(wxf_standin.serialize(expr)))
+        except wxf_standin.WXFError as error:
+            evaluation.message("BinarySerialize", "wxf", String(str(error)))
+            return Symbol("System`$Failed")
+
+
+class WXFDeserialize(Builtin):
+    """
+    <dl>
+      <dt>'WXFDeserialize'[$bytes$, $head$]
+      <dd>reads WXF bytes; gives the expression wrapped in $head$ before it is evaluated.
+    </dl>
+    """
+
+    summary_text = "BinaryDeserialize (test-only)"
+
+    def eval(self, data, head, evaluation):
+        "WXFDeserialize[data_, head_]"
+        if not isinstance(data, ByteArray):
+            return None
+        try:
+            return Expression(head, wxf_standin.deserialize(bytes(data.value)))
+        except (wxf_standin.WXFError, ValueError, UnicodeDecodeError) as error:
+            evaluation.message("BinaryDeserialize", "corrupt", String(str(error)))
+            return Symbol("System`$Failed")
+
+
+class MakeNumericArray(Builtin):
+    """
+    <dl>
+      <dt>'MakeNumericArray'[$list$, $type$]
+      <dd>a NumericArray atom of element type $type$ (e.g. "Real32") holding $list$.
+    </dl>
+    """
+
+    summary_text = "NumericArray (test-only)"
+
+    def eval(self, data, kind, evaluation):
+        "MakeNumericArray[data_, kind_String]"
+        try:
+            values = _numbers(data)
+        except TypeError:
+            return None
+        if kind.value not in ARRAY_TYPES:
+            return None
+        return NumericArray(np.asarray(values, dtype=ARRAY_TYPES[kind.value]))
+
+
+class NumericArrayNormal(Builtin):
+    """
+    <dl>
+      <dt>'NumericArrayNormal'[$array$]
+      <dd>the nested list of numbers a NumericArray holds, as Normal gives it.
+    </dl>
+    """
+
+    summary_text = "Normal of a NumericArray (test-only)"
+
+    def eval(self, array, evaluation):
+        "NumericArrayNormal[array_]"
+        if not isinstance(array, NumericArray):
+            return None
+        values = array.value.tolist()
+        return _with_specials(values)
+
+
+def _numbers(expr):
+    """A nested list of machine numbers as nested Python lists; TypeError for anything else."""
+    if isinstance(expr, (Integer, Real)):
+        return expr.value
+    if expr.has_form("List", None):
+        return [_numbers(element) for element in expr.elements]
+    raise TypeError("not a list of numbers")
+
+
+def _with_specials(value):
+    """Numbers to Mathics3, NaN and infinities as Indeterminate and DirectedInfinity[+-1]."""
+    if isinstance(value, list):
+        return ListExpression(*[_with_specials(v) for v in value])
+    if isinstance(value, float) and value != value:
+        return Symbol("System`Indeterminate")
+    if isinstance(value, float) and value in (float("inf"), float("-inf")):
+        return Expression(Symbol("System`DirectedInfinity"), Integer(1 if value > 0 else -1))
+    return from_python(value)
 
 
 def _to_mathics(value):
@@ -136,15 +295,18 @@ class HeldParse(Builtin):
 class RunArgv(Builtin):
     """
     <dl>
-      <dt>'RunArgv'[{$program$, $arg$, ...}]
-      <dd>runs a program without a shell; gives {exit code, stdout, stderr}.
+      <dt>'RunArgv'[{$program$, $arg$, ...}, {{$name$, $value$}, ...}]
+      <dd>runs a program without a shell, with the variables set on top of the inherited
+      environment; gives {exit code, stdout, stderr}.
     </dl>
     """
 
     summary_text = "run a program and wait for it (test-only)"
 
-    def eval(self, argv, evaluation):
-        "RunArgv[argv_List]"
+    def eval(self, argv, variables, evaluation):
+        "RunArgv[argv_List, variables_List]"
         words = [element.value for element in argv.elements]
-        done = subprocess.run(words, capture_output=True, text=True, timeout=TIMEOUT_S * 4)
+        pairs = [(pair.elements[0].value, pair.elements[1].value) for pair in variables.elements]
+        env = {**os.environ, **dict(pairs)}
+        done = subprocess.run(words, env=env, capture_output=True, text=True, timeout=TIMEOUT_S * 4)
         return ListExpression(Integer(done.returncode), String(done.stdout), String(done.stderr))

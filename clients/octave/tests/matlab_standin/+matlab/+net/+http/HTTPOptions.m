@@ -1,0 +1,19 @@
+function options = HTTPOptions(varargin)
+%HTTPOPTIONS Test-only stand-in for matlab.net.http.HTTPOptions(Name, Value, ...).
+%   Refuses names that are not properties of the documented class, as MATLAB does; the
+%   defaults are the documented ones for the properties the client or the tests read.
+  documented = {'Authenticate', 'CertificateFilename', 'ConnectTimeout', ...
+                'ConvertResponse', 'Credentials', 'DataTimeout', 'DecodeResponse', ...
+                'KeepAliveTimeout', 'MaxRedirects', 'ProgressMonitorFcn', 'ProxyURI', ...
+                'ResponseTimeout', 'SavePayload', 'UseProgressMonitor', 'UseProxy', ...
+                'VerifyServerName'};
+  options = struct('ConnectTimeout', 10, 'ConvertResponse', true, 'SavePayload', false, ...
+                   'UseProxy', true);
+  for k = 1:2:numel(varargin)
+    if ~any(strcmp(varargin{k}, documented))
+      error('MATLAB:noSuchMethodOrField', 'Unrecognized property ''%s'' for HTTPOptions', ...
+            varargin{k});
+    end
+    options.(varargin{k}) = varargin{k + 1};
+  end
+end
