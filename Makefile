@@ -13,7 +13,7 @@ test:        ## the whole suite, as CI runs it
 	scripts/test
 
 test-fast:   ## no TensorFlow, Octave, R or Mathics3 runs
-	scripts/test -m "not training and not clients and not functions and not slow"
+	scripts/test -m "not training and not clients and not functions and not slow and not ray"
 
 lint:
 	scripts/lint
