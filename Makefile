@@ -18,7 +18,7 @@ test-fast:   ## no TensorFlow, Octave, R or Mathics3 runs
 lint:
 	scripts/lint
 
-bench:       ## mlbridge against its peers in one run, ~13 min (bench/README.md); BENCH_ARGS=--quick: ~3 min
+bench:       ## mlbridge against its peers in one run, ~11 min (bench/README.md); BENCH_ARGS=--quick: ~3 min
 	$(PYTHON) -m pip install --quiet -e '.[bench]'
 	$(PYTHON) -m bench $(BENCH_ARGS)
 

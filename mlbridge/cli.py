@@ -9,14 +9,22 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
 import sys
 from pathlib import Path
 
 import click
 
 from . import __version__
-from .connection import connection_path, read_connection, wait_for_exit, wait_for_server
+from .client import Client
+from .connection import (
+    Connection,
+    connection_path,
+    is_live,
+    read_connection,
+    wait_for_exit,
+    wait_for_server,
+)
+from .doctor import doctor
 from .errors import ConfigError, MLBridgeError
 from .functions.commands import export_fn
 from .settings import Settings, load_settings, setting_help, settings_environment
@@ -56,7 +64,12 @@ def main() -> None:
 @click.option("--max-batch-size", type=int, help=setting_help("max_batch_size"))
 @click.option("--batch-delay-us", type=int, help=setting_help("batch_delay_us"))
 @click.option("--strict", is_flag=True, default=None, help=setting_help("strict"))
+@click.option("--watch", is_flag=True, default=None, help=setting_help("watch"))
 @click.option("--access-log", is_flag=True, default=None, help=setting_help("access_log"))
+@click.option("--ray", is_flag=True, default=None, help=setting_help("ray"))
+@click.option("--ray-address", help=setting_help("ray_address"))
+@click.option("--replicas", type=int, help=setting_help("replicas"))
+@click.option("--max-replicas", type=int, help=setting_help("max_replicas"))
 @click.option("--detach", is_flag=True, help="Run in the background; return once it is ready.")
 def serve(models: tuple[Path, ...], detach: bool, **flags) -> None:
     """Serve MODELS (files or model folders); the demo models when none are given."""
@@ -65,6 +78,11 @@ def serve(models: tuple[Path, ...], detach: bool, **flags) -> None:
         _serve_detached(settings, models)
         return
     logging.basicConfig(level=logging.INFO, format="mlbridge: %(message)s")
+    if settings.ray:
+        from .ray_serve import serve_on_ray
+
+        serve_on_ray(list(models), settings)
+        return
     from .registry import load_registry
     from .server.run import serve as run_server
 
@@ -75,12 +93,20 @@ def serve(models: tuple[Path, ...], detach: bool, **flags) -> None:
 
 
 def _serve_detached(settings: Settings, models: tuple[Path, ...]) -> None:
-    """Start `mlbridge serve` in its own session with the same settings; wait until ready."""
+    """Start `mlbridge serve` in its own session with the same settings; wait until ready.
+
+    Its output goes to ``<home>/server.log``: 0600, never through a symlink, kept under
+    ``log_max_mb`` (moved to ``server.log.1`` when full).
+    """
     import subprocess
 
-    settings.home.mkdir(mode=0o700, parents=True, exist_ok=True)
-    log_path = settings.home / "server.log"
-    with open(log_path, "ab") as log:
+    from .auth import secure_folder
+    from .server.files import LOG_FILE, open_log
+
+    secure_folder(settings.home)
+    log_path = settings.home / LOG_FILE
+    log = open_log(log_path, settings.log_max_bytes)
+    try:
         child = subprocess.Popen(
             [sys.executable, "-m", "mlbridge", "serve", *map(str, models)],
             env={**os.environ, **settings_environment(settings)},
@@ -89,6 +115,8 @@ def _serve_detached(settings: Settings, models: tuple[Path, ...]) -> None:
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
+    finally:
+        os.close(log)
     try:
         connection = wait_for_server(settings.home, child.pid, DETACH_TIMEOUT_S, child.poll)
     except ConfigError as error:
@@ -99,8 +127,6 @@ def _serve_detached(settings: Settings, models: tuple[Path, ...]) -> None:
 @main.command()
 def models() -> None:
     """List the models of the running server and their signatures."""
-    from .client import Client
-
     client = Client()
     for name in client.models():
         info = client.metadata(name)
@@ -112,11 +138,8 @@ def models() -> None:
 @main.command()
 def status() -> None:
     """Say whether a server runs, where, what it serves, and its connection files."""
-    from .client import Client
-
     home = load_settings().home
-    connection = read_connection(home)
-    client = Client(home=home)
+    connection, client = _verified_server(home)
     info = client.server_metadata()
     click.echo(f"mlbridge {info['version']} running at {client.url} (pid {info['pid']})")
     click.echo(f"models: {', '.join(client.models())}")
@@ -126,17 +149,33 @@ def status() -> None:
 
 @main.command()
 def stop() -> None:
-    """Stop the server named in the connection file."""
-    from .client import Client
-
+    """Stop the server of this home: asks it over HTTP, with the secret; signals nothing."""
     home = load_settings().home
+    connection, client = _verified_server(home)
+    client.shutdown()
+    if not wait_for_exit(home, connection.pid, STOP_TIMEOUT_S):
+        raise ConfigError(
+            f"the server (pid {connection.pid}) did not stop within {STOP_TIMEOUT_S} s"
+        )
+    click.echo(f"stopped the server (pid {connection.pid})")
+
+
+def _verified_server(home: Path) -> tuple[Connection, Client]:
+    """The server of ``home``: trusted connection file, live process, and it says it is that one."""
+    connection = read_connection(home)
+    if not is_live(connection):
+        raise ConfigError(
+            f"no server is running: {connection_path(home)} names pid {connection.pid} at "
+            f"{connection.url}, which is gone (a stale file; the next 'mlbridge serve' replaces it)"
+        )
     client = Client(home=home)
-    pid = client.server_metadata()["pid"]  # asks the server itself: never signal a stranger
-    os.kill(pid, signal.SIGTERM)
-    # A stopping server removes its connection file; a killed one is simply gone.
-    if not wait_for_exit(home, pid, STOP_TIMEOUT_S):
-        raise ConfigError(f"the server (pid {pid}) did not stop within {STOP_TIMEOUT_S} s")
-    click.echo(f"stopped the server (pid {pid})")
+    reported = client.server_metadata().get("pid")
+    if reported != connection.pid:
+        raise ConfigError(
+            f"the server at {connection.url} says it is pid {reported}, but "
+            f"{connection_path(home)} names pid {connection.pid}; not trusting it"
+        )
+    return connection, client
 
 
 @main.command()
@@ -153,7 +192,6 @@ def stop() -> None:
 def predict(model: str, source: str, key: str | None, output: Path | None, argmax: bool) -> None:
     """Run MODEL on the array in SOURCE (.npy, .npz, .json file; '-' reads JSON from stdin)."""
     from .arrayio import read_array, write_array
-    from .client import Client
 
     array = read_array(source, key)
     result = Client().predict(model, array)
@@ -165,7 +203,30 @@ def predict(model: str, source: str, key: str | None, output: Path | None, argma
         click.echo(json.dumps(result.tolist()))
 
 
+@main.command("export-triton")
+@click.argument("repo", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("models", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--max-batch-size", type=int, help=setting_help("max_batch_size"))
+@click.option("--batch-delay-us", type=int, help=setting_help("batch_delay_us"))
+@click.option("--replace", is_flag=True, help="Replace model folders that REPO already has.")
+def export_triton(repo: Path, models: tuple[Path, ...], replace: bool, **flags) -> None:
+    """Write a Triton model repository REPO from MODELS (the demo models when none are given)."""
+    from .batching import BatchPolicy
+    from .triton import export_repository
+
+    settings = load_settings(**flags)
+    batching = BatchPolicy(settings.max_batch_size, settings.batch_delay_us)
+    report = export_repository(repo, list(models), batching, replace)
+    for name in report.written:
+        click.echo(f"{repo / name}: config.pbtxt checked against Triton's schema and the graph")
+    for line in report.skipped:
+        click.echo(line, err=True)
+    if not report.written:
+        raise ConfigError(f"no model was exported to {repo}")
+
+
 # Training and export commands import TensorFlow or JAX only when they run.
 main.add_command(train)
 main.add_command(export)
 main.add_command(export_fn)
+main.add_command(doctor)

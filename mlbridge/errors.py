@@ -16,6 +16,7 @@ clients can branch on. The tree::
     ├── PayloadTooLarge   413     the body exceeds the configured limit
     ├── GradientUnavailable 422   the model serves no gradient (the message says why)
     ├── ReloadFailed      422     a model's new files did not load; the old model serves on
+    ├── ServerBusy        503     the body budget or the inference queue is full (Retry-After)
     ├── ModelLoadError    500     a model file could not be loaded (start-up only)
     ├── InferenceFailed   500     the runtime failed on valid input
     └── ConfigError       --      bad settings, arguments or files (CLI: one line)
@@ -116,6 +117,15 @@ class ReloadFailed(MLBridgeError):
 
     status = 422
     code = "ReloadFailed"
+
+
+class ServerBusy(MLBridgeError):
+    """Raised when the bodies in flight or the requests waiting for inference are at their
+    limit; the reply says when to retry (``Retry-After``)."""
+
+    status = 503
+    code = "ServerBusy"
+    retry_after_s = 1
 
 
 class ModelLoadError(MLBridgeError):

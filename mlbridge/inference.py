@@ -25,6 +25,8 @@ from .errors import (
     InputNameMismatch,
     MLBridgeError,
     ModelNotFound,
+    PayloadError,
+    ServerBusy,
     ShapeMismatch,
 )
 from .protocol import (
@@ -81,9 +83,13 @@ class InferenceService:
         workers: int = 4,
         batching: BatchPolicy = NO_BATCHING,
         observe_batch: Callable[[str, int, int], None] | None = None,
+        max_queue: int = 256,
     ) -> None:
         self.registry = registry
         self.executor = Executor(workers)
+        self.workers = workers
+        self.max_queue = max_queue  # requests waiting for a model beyond those it computes
+        self.in_inference = 0  # requests running or waiting in a model (or its batcher)
         self.batching = batching  # the server-wide policy; a model's config may override it
         self.observe_batch = observe_batch  # told (model, rows, waiting) at each batched call
         # name -> (the model object it batches for, its batcher): a reloaded model gets its own
@@ -105,12 +111,20 @@ class InferenceService:
         model = self.model(model_name, version)
         if model.gradient_of is not None:
             await self._default_cotangents(model, request.inputs)
-        validate_inputs(model, request.inputs)
+        validate_inputs(model, request.inputs, self.allows_nonfinite(model))
         return await self._run(model, request)
+
+    def allows_nonfinite(self, model: ServedModel) -> bool:
+        """Whether the model (or, for a gradient companion, its model) opts in to NaN and Inf."""
+        owner = model.gradient_of
+        if owner is not None and owner in self.registry:
+            return self.registry.get(owner).config.allow_nonfinite
+        return model.config.allow_nonfinite
 
     async def _run(self, model: ServedModel, request: InferenceRequest) -> InferenceResponse:
         """Run validated inputs, in a worker thread unless they are small."""
         outputs = await self._outputs(model, request.inputs)
+        check_outputs(model, outputs, self.allows_nonfinite(model))
         return InferenceResponse(
             model_name=model.name,
             outputs=select_outputs(model, outputs, request.outputs),
@@ -121,11 +135,20 @@ class InferenceService:
     async def _outputs(
         self, model: ServedModel, inputs: dict[str, np.ndarray]
     ) -> dict[str, np.ndarray]:
-        """Run the model, through its batcher when it batches."""
-        batcher = self._batcher(model)
-        if batcher is None:
-            return await self._run_model(model, inputs)
-        return await batcher.submit(inputs)
+        """Run the model, through its batcher when it batches; ServerBusy when the queue is full."""
+        if self.in_inference >= self.workers + self.max_queue:
+            raise ServerBusy(
+                f"{self.in_inference} requests are computing or waiting for a model, the "
+                f"limit (workers {self.workers} + max_queue {self.max_queue}); retry shortly"
+            )
+        self.in_inference += 1
+        try:
+            batcher = self._batcher(model)
+            if batcher is None:
+                return await self._run_model(model, inputs)
+            return await batcher.submit(inputs)
+        finally:
+            self.in_inference -= 1
 
     async def _run_model(
         self, model: ServedModel, inputs: dict[str, np.ndarray]
@@ -168,8 +191,10 @@ class InferenceService:
         spec = sole_input(model)
         single, batch = as_batch(model, spec, array)
         outputs = await self._outputs(model, {spec.name: batch})
-        result = outputs[model.signature.outputs[0].name]
-        return result[0] if single else result
+        name = model.signature.outputs[0].name
+        result = outputs[name][0] if single else outputs[name]
+        check_outputs(model, {name: result}, model.config.allow_nonfinite)
+        return result
 
     async def gradient(
         self, model_name: str, x: np.ndarray, cotangent: np.ndarray | None = None
@@ -190,10 +215,12 @@ class InferenceService:
             check_cotangent(model, out, len(batch), dy, shown=cotangent)
             inputs[cotangent_name(out.name)] = cast_to(companion.name, _spec_of(companion, out), dy)
         await self._default_cotangents(companion, inputs)
-        validate_inputs(companion, inputs)
+        validate_inputs(companion, inputs, model.config.allow_nonfinite)
         outputs = await self._outputs(companion, inputs)
-        result = outputs[gradient_name(spec.name)]
-        return result[0] if single else result
+        name = gradient_name(spec.name)
+        result = outputs[name][0] if single else outputs[name]
+        check_outputs(companion, {name: result}, model.config.allow_nonfinite)
+        return result
 
     async def jacobian(self, model_name: str, x: np.ndarray) -> np.ndarray:
         """The Jacobian at one example, shape (output shape + input shape), in one VJP call."""
@@ -239,7 +266,9 @@ def as_batch(model: ServedModel, spec: TensorSpec, array: np.ndarray) -> tuple[b
             f"{list(spec.shape[1:])} for one example or {list(spec.shape)} for a batch; "
             f"got shape {list(array.shape)}"
         )
-    return single, cast_to(model.name, spec, batch)
+    typed = cast_to(model.name, spec, array)  # errors name indices as sent
+    check_finite(model.name, spec, typed, model.config.allow_nonfinite)
+    return single, typed[np.newaxis] if single else typed
 
 
 def check_cotangent(
@@ -274,15 +303,73 @@ def sole_input(model: ServedModel) -> TensorSpec:
 
 
 def cast_to(model_name: str, spec: TensorSpec, array: np.ndarray) -> np.ndarray:
-    """Give untyped numbers the input's datatype; integers must be whole numbers."""
+    """Give untyped numbers the input's datatype; integers must be whole and in range.
+
+    A value too large for the datatype (``1e300`` for FP32) is refused, never
+    made infinite; NaN and infinities stay what they are (see :func:`check_finite`).
+    """
     dtype = numpy_dtype(spec.datatype)
     if array.dtype == dtype:
         return array
-    if dtype.kind in "iub" and not np.array_equal(array, np.round(array)):
+    wanted = f"model {model_name!r} expects input {spec.describe()}"
+    if dtype.kind in "iub":
+        if not np.array_equal(array, np.round(array)):  # NaN and inf are no integers either
+            raise DatatypeMismatch(f"{wanted}; got non-integer numbers")
+        low, high = (0, 1) if dtype.kind == "b" else (np.iinfo(dtype).min, np.iinfo(dtype).max)
+        if array.size and (array.min() < low or array.max() > high):
+            raise DatatypeMismatch(f"{wanted}; got numbers outside {low} to {high}")
+        return array.astype(dtype)
+    with np.errstate(over="ignore"):
+        cast = array.astype(dtype)
+    overflowed = np.isinf(cast) & np.isfinite(array)
+    if overflowed.any():
+        index = _where(overflowed)
         raise DatatypeMismatch(
-            f"model {model_name!r} expects input {spec.describe()}; got non-integer numbers"
+            f"{wanted}; the number {array[index]} at {list(index)} is too large for "
+            f"{spec.datatype} (at most {float(np.finfo(dtype).max):.4g})"
         )
-    return array.astype(dtype)
+    return cast
+
+
+def check_finite(model_name: str, spec: TensorSpec, array: np.ndarray, allowed: bool) -> None:
+    """Refuse NaN and infinities in an input, unless the model's config allows them."""
+    if allowed or array.dtype.kind not in "fc":
+        return
+    finite = np.isfinite(array)
+    if not finite.all():
+        index = _where(~finite)
+        raise PayloadError(
+            f"model {model_name!r} takes finite numbers only: input {spec.name!r} holds "
+            f"{_non_finite(array[index])} at {list(index)}; send finite numbers, or set "
+            '"allow_nonfinite": true in the model\'s config'
+        )
+
+
+def check_outputs(model: ServedModel, outputs: dict[str, np.ndarray], allowed: bool) -> None:
+    """Refuse a result holding NaN or infinities (no reply format could hold them as numbers
+    for every client), unless the model's config allows them."""
+    for name, array in outputs.items():
+        if allowed or array.dtype.kind not in "fc":
+            continue
+        finite = np.isfinite(array)
+        if not finite.all():
+            index = _where(~finite)
+            raise BadRequest(
+                f"model {model.name!r} computed {_non_finite(array[index])} in output {name!r} "
+                f"at {list(index)} for this input; send inputs within the model's domain, or "
+                'set "allow_nonfinite": true in its config to receive NaN and infinities'
+            )
+
+
+def _where(mask: np.ndarray) -> tuple[int, ...]:
+    """The index of the first true element of ``mask``."""
+    return tuple(int(i) for i in np.unravel_index(int(np.argmax(mask)), mask.shape))
+
+
+def _non_finite(value: float) -> str:
+    if np.isnan(value):
+        return "NaN (Indeterminate)"
+    return "Infinity" if value > 0 else "-Infinity"
 
 
 def _predict(model: ServedModel, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -294,16 +381,21 @@ def _predict(model: ServedModel, inputs: dict[str, np.ndarray]) -> dict[str, np.
         raise InferenceFailed(f"model {model.name!r} failed: {error}") from error
 
 
-def validate_inputs(model: ServedModel, inputs: dict[str, np.ndarray]) -> None:
-    """Check names, datatypes and shapes against the signature; raise a 400 naming it."""
+def validate_inputs(
+    model: ServedModel, inputs: dict[str, np.ndarray], allow_nonfinite: bool | None = None
+) -> None:
+    """Check names, datatypes, shapes and finite numbers against the signature; raise a 400
+    naming it. NaN and infinities pass where ``allow_nonfinite`` (default: the model's config)."""
     specs = {spec.name: spec for spec in model.signature.inputs}
     if set(inputs) != set(specs):
         raise InputNameMismatch(
             f"model {model.name!r} expects inputs {_describe_all(specs.values())}; "
             f"got {sorted(inputs)}"
         )
+    allowed = model.config.allow_nonfinite if allow_nonfinite is None else allow_nonfinite
     for name, array in inputs.items():
         check_tensor(model.name, specs[name], array)
+        check_finite(model.name, specs[name], array, allowed)
 
 
 def check_tensor(model_name: str, spec: TensorSpec, array: np.ndarray) -> None:

@@ -12,6 +12,8 @@ gradient            ``false`` (serve no gradient), or the gradient companion:
                     ``{"file": "NAME.vjp.onnx", ...}`` plus its export checks
 batching            ``{"max_batch_size": N, "max_delay_us": D}``: this model's dynamic
                     batching, overriding the server's settings (N <= 1: off)
+allow_nonfinite     ``true``: inputs may hold NaN and infinities, and results holding
+                    them are sent (``null`` in JSON); default ``false``: both are a 400
 provenance keys     ``source``, ``architecture``, ``evidence``, ``parameters``,
                     ``heldout_accuracy``, ``epochs``, ``exports``: what built the
                     file and how it was checked; kept, not interpreted
@@ -33,7 +35,9 @@ PROVENANCE_KEYS = frozenset(
     {"source", "architecture", "evidence", "parameters", "heldout_accuracy", "epochs", "exports"}
 )
 KNOWN_KEYS = (
-    frozenset({"labels", "description", "inputs", "outputs", "gradient", "batching"})
+    frozenset(
+        {"labels", "description", "inputs", "outputs", "gradient", "batching", "allow_nonfinite"}
+    )
     | PROVENANCE_KEYS
 )
 BATCHING_KEYS = frozenset({"max_batch_size", "max_delay_us"})
@@ -61,6 +65,7 @@ class ModelConfig:
     outputs: tuple[TensorSpec, ...] | None = None
     gradient: GradientConfig = GradientConfig()
     batching: BatchPolicy | None = None  # None: the server's settings
+    allow_nonfinite: bool = False  # NaN and infinities in inputs and results
     provenance: dict[str, Any] = field(default_factory=dict)
     source: Path | None = None  # the file it was read from
 
@@ -91,6 +96,7 @@ def parse_model_config(document: dict[str, Any], path: Path) -> ModelConfig:
         outputs=_specs(path, document, "outputs"),
         gradient=_gradient(path, document.get("gradient", True)),
         batching=_batching(path, document.get("batching")),
+        allow_nonfinite=_flag(path, document, "allow_nonfinite"),
         provenance={k: v for k, v in document.items() if k in PROVENANCE_KEYS},
         source=path,
     )
@@ -128,6 +134,13 @@ def _gradient(path: Path, value: Any) -> GradientConfig:
         raise ModelLoadError(f"{path}: 'gradient.file' must be a file name")
     checks = {k: v for k, v in value.items() if k != "file"}
     return GradientConfig(enabled=True, file=file, checks=checks)
+
+
+def _flag(path: Path, document: dict, key: str) -> bool:
+    value = document.get(key, False)
+    if not isinstance(value, bool):
+        raise ModelLoadError(f"{path}: {key!r} must be true or false; got {value!r}")
+    return value
 
 
 def _batching(path: Path, value: Any) -> BatchPolicy | None:

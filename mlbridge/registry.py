@@ -2,16 +2,20 @@
 
 ``mlbridge serve`` takes files and folders. A file is served under its
 stem; a folder is a model repository holding model files and ``NAME/``
-folders (one model file plus an optional ``config.json``). A model file's
-config is its sidecar ``NAME.json`` (or its folder's ``config.json``), read
-as a :class:`~mlbridge.model_config.ModelConfig`.
+folders (one model file plus an optional ``config.json``), or Triton's layout:
+``NAME/config.pbtxt`` with the model in a numbered version folder
+(``NAME/1/model.onnx``; the highest number serves, under that version). A model
+file's config is its sidecar ``NAME.json`` (or its folder's ``config.json``),
+read as a :class:`~mlbridge.model_config.ModelConfig`; ``config.pbtxt`` is
+Triton's, never read as one.
 
 Each differentiable model gets a gradient companion ``NAME.vjp``: an
 ordinary model whose inputs are the model's inputs plus one cotangent per
 output (``OUTPUT_cotangent``) and whose outputs are ``INPUT_grad``, the
 vector-Jacobian product. It is read from ``NAME.vjp.onnx`` beside the model
-(what ``mlbridge export --grad`` and ``export-fn`` write), or built from an
-ONNX model at load time. A gradient that cannot be had never fails the
+(what ``mlbridge export --grad`` and ``export-fn`` write), from the Triton
+model folder ``NAME.vjp/`` beside ``NAME/`` (what ``mlbridge export-triton``
+writes), or built from an ONNX model at load time. A gradient that cannot be had never fails the
 model's load: the reason is kept and answered on the gradient routes.
 """
 
@@ -36,6 +40,7 @@ from .runtimes import RUNTIMES, OnnxRuntime, Runtime
 log = logging.getLogger("mlbridge")
 DEMO_MODELS = Path(__file__).resolve().parent / "demo_models"
 FOLDER_CONFIG = "config.json"
+TRITON_CONFIG = "config.pbtxt"  # marks a Triton model folder: NAME/VERSION/model.onnx
 MODEL_VERSION = "1"
 COMPANION_SUFFIX = ".vjp"  # NAME.vjp is the gradient companion of NAME
 COMPANION_FILE_SUFFIX = COMPANION_SUFFIX + ".onnx"
@@ -44,11 +49,13 @@ REAL_DATATYPES = frozenset({"FP16", "FP32", "FP64"})
 
 @dataclass(frozen=True)
 class ModelSource:
-    """Where discovery found a model: its name, its file and its config file (if any)."""
+    """Where discovery found a model: its name, its file, its config file (if any) and more."""
 
     name: str
     model_file: Path
     config_file: Path | None = None
+    version: str = MODEL_VERSION
+    companion_file: Path | None = None  # a gradient companion that discovery found
 
 
 @dataclass
@@ -150,7 +157,7 @@ class ModelRegistry:
         for model in self._models.values():
             if model.source is not None and model.gradient_of is None:
                 source = model.source
-                companion = source.model_file.with_name(
+                companion = source.companion_file or source.model_file.with_name(
                     source.model_file.stem + COMPANION_FILE_SUFFIX
                 )
                 for path in (source.model_file, source.config_file, companion):
@@ -213,15 +220,54 @@ def _scan_repository(folder: Path) -> list[ModelSource]:
         if _is_model_file(entry):
             found.append(ModelSource(entry.stem, entry, _sidecar(entry)))
         elif entry.is_dir() and not entry.name.startswith((".", "_")):
-            model_files = [f for f in sorted(entry.iterdir()) if _is_model_file(f)]
-            if len(model_files) > 1:
-                names = ", ".join(f.name for f in model_files)
-                raise ConfigError(f"{entry}: holds several model files ({names}); keep one")
-            if model_files:
+            model_file = _only_model_file(entry)
+            if model_file is not None:
                 config = entry / FOLDER_CONFIG
-                sidecar = _sidecar(model_files[0])
-                found.append(ModelSource(entry.name, model_files[0], sidecar or _existing(config)))
+                sidecar = _sidecar(model_file)
+                found.append(ModelSource(entry.name, model_file, sidecar or _existing(config)))
+            elif _is_triton_folder(entry) and not _is_triton_companion(entry):
+                found.extend(_triton_source(entry))
     return found
+
+
+def _only_model_file(folder: Path) -> Path | None:
+    model_files = [f for f in sorted(folder.iterdir()) if _is_model_file(f)]
+    if len(model_files) > 1:
+        names = ", ".join(f.name for f in model_files)
+        raise ConfigError(f"{folder}: holds several model files ({names}); keep one")
+    return model_files[0] if model_files else None
+
+
+def _is_triton_folder(folder: Path) -> bool:
+    return (folder / TRITON_CONFIG).is_file()
+
+
+def _is_triton_companion(folder: Path) -> bool:
+    """``NAME.vjp/`` beside a Triton model folder ``NAME/``: that model's gradient companion."""
+    model = folder.with_name(folder.name.removesuffix(COMPANION_SUFFIX))
+    return folder.name.endswith(COMPANION_SUFFIX) and model != folder and _is_triton_folder(model)
+
+
+def _triton_source(folder: Path) -> list[ModelSource]:
+    """The model of a Triton model folder: its highest numbered version holding a model file."""
+    versions = sorted(
+        (int(entry.name), model_file)
+        for entry in folder.iterdir()
+        if entry.is_dir() and entry.name.isdigit()
+        for model_file in [_only_model_file(entry)]
+        if model_file is not None
+    )
+    if not versions:
+        log.warning("%s: has %s but no version folder with a model file", folder, TRITON_CONFIG)
+        return []
+    number, model_file = versions[-1]
+    companion = folder.with_name(folder.name + COMPANION_SUFFIX) / str(number) / model_file.name
+    return [
+        ModelSource(
+            folder.name, model_file, _existing(folder / FOLDER_CONFIG), str(number),
+            companion if companion.is_file() else None,
+        )
+    ]  # fmt: skip
 
 
 def _is_model_file(path: Path) -> bool:
@@ -254,7 +300,9 @@ def load_model(source: ModelSource, threads: int = 1) -> list[ServedModel]:
     runtime.load()
     signature = replace(runtime.signature(), labels=config.labels)
     check_declared(source, signature, config)
-    model = ServedModel(source.name, source.model_file, runtime, signature, config, source=source)
+    model = ServedModel(
+        source.name, source.model_file, runtime, signature, config, source.version, source=source
+    )
     companion = _companion(model, threads)
     if isinstance(companion, str):
         model.gradient_unavailable = companion
@@ -298,7 +346,7 @@ def _companion(model: ServedModel, threads: int) -> ServedModel | str:
         return f"its gradient did not load ({type(error).__name__}: {error})"
     config = ModelConfig(description=f"vector-Jacobian product of {model.name!r}")
     return ServedModel(
-        model.name + COMPANION_SUFFIX, runtime.path, runtime, signature, config,
+        model.name + COMPANION_SUFFIX, runtime.path, runtime, signature, config, model.version,
         gradient_of=model.name, gradient_unavailable=f"it is the gradient of {model.name!r}",
     )  # fmt: skip
 
@@ -307,6 +355,8 @@ def _companion_runtime(model: ServedModel, threads: int) -> Runtime:
     gradient = model.config.gradient
     if gradient.file is not None and model.config.source is not None:
         return OnnxRuntime(model.config.source.parent / gradient.file, threads=threads)
+    if model.source is not None and model.source.companion_file is not None:
+        return OnnxRuntime(model.source.companion_file, threads=threads)
     beside = model.path.with_name(model.path.stem + COMPANION_FILE_SUFFIX)
     if beside.is_file():
         return OnnxRuntime(beside, threads=threads)

@@ -15,6 +15,8 @@ from typing import Any
 
 from .errors import ConfigError
 
+MIB = 1024 * 1024
+
 
 @dataclass(frozen=True)
 class Setting:
@@ -36,16 +38,35 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("token_file", "", "Where to write the secret; default <home>/token."),
     Setting("threads", 2, "Threads each model runtime may use for one request."),
     Setting("workers", 4, "Requests computed at once (the inference thread pool)."),
-    Setting("max_body_mb", 512, "Largest request body accepted, in MiB."),
+    Setting("max_body_mb", 64, "Largest request body accepted, in MiB (413 above it)."),
+    Setting("body_budget_mb", 256, "Request bodies held at once, in MiB (503 above it)."),
+    Setting("max_header_kb", 16, "Largest request line and headers, in KiB (431 above it)."),
+    Setting("max_connections", 1000, "Connections open at once (503 beyond them)."),
+    Setting("header_timeout_s", 10, "Longest wait for a request's headers (408 after it)."),
+    Setting("body_timeout_s", 30, "Longest wait for a request's body (408 after it)."),
+    Setting("max_queue", 256, "Requests waiting for inference beyond those computing (503)."),
     Setting("max_batch_size", 64, "Dynamic batching: most rows merged into one call (1: off)."),
     Setting("batch_delay_us", 0, "Dynamic batching: longest wait for more requests, in µs."),
     Setting("strict", False, "Refuse to start if any model fails to load."),
     Setting("watch", False, "Reload a model when its files change (hot reload)."),
     Setting("shutdown_timeout_s", 10, "On SIGTERM, how long in-flight requests may finish."),
     Setting("access_log", False, "Log one JSON line per request (never payloads or secrets)."),
+    Setting("log_max_mb", 10, "With --detach: rotate <home>/server.log at this size, in MiB."),
+    Setting("ray", False, "Deploy on Ray Serve (the ray extra) instead of serving in-process."),
+    Setting("ray_address", "", "Ray cluster to deploy on; empty: start a local one on 127.0.0.1."),
+    Setting("replicas", 1, "Ray Serve: replicas of the app (each loads every model)."),
+    Setting("max_replicas", 0, "Ray Serve: autoscale from --replicas up to this many (0: fixed)."),
+    Setting("replica_cpus", 1.0, "Ray Serve: CPUs each replica reserves."),
+    Setting("replica_max_ongoing", 64, "Ray Serve: requests one replica takes at once."),
+    Setting("ray_cpus", 0, "Local Ray cluster: CPUs it may use (0: all of this machine's)."),
+    Setting("ray_object_store_mb", 128, "Local Ray cluster: object store size in MiB."),
 )
 
 _BY_NAME = {setting.name: setting for setting in SETTINGS}
+LIMITS = (
+    "max_body_mb", "body_budget_mb", "max_header_kb", "max_connections",
+    "header_timeout_s", "body_timeout_s", "max_queue", "log_max_mb",
+)  # fmt: skip
 
 
 def setting_help(name: str) -> str:
@@ -69,16 +90,43 @@ class Settings:
     threads: int
     workers: int
     max_body_mb: int
+    body_budget_mb: int
+    max_header_kb: int
+    max_connections: int
+    header_timeout_s: int
+    body_timeout_s: int
+    max_queue: int
     max_batch_size: int
     batch_delay_us: int
     strict: bool
     watch: bool
     shutdown_timeout_s: int
     access_log: bool
+    log_max_mb: int
+    ray: bool
+    ray_address: str
+    replicas: int
+    max_replicas: int
+    replica_cpus: float
+    replica_max_ongoing: int
+    ray_cpus: int
+    ray_object_store_mb: int
 
     @property
     def max_body_bytes(self) -> int:
-        return self.max_body_mb * 1024 * 1024
+        return self.max_body_mb * MIB
+
+    @property
+    def body_budget_bytes(self) -> int:
+        return self.body_budget_mb * MIB
+
+    @property
+    def max_header_bytes(self) -> int:
+        return self.max_header_kb * 1024
+
+    @property
+    def log_max_bytes(self) -> int:
+        return self.log_max_mb * MIB
 
 
 def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -96,7 +144,21 @@ def _convert(raw: dict[str, Any]) -> Settings:
     values["token_file"] = (
         Path(token).expanduser().absolute() if token else values["home"] / "token"
     )
-    return Settings(**values)
+    settings = Settings(**values)
+    _check_limits(settings)
+    return settings
+
+
+def _check_limits(settings: Settings) -> None:
+    """Limits must be positive, and the body budget must hold at least one largest body."""
+    for name in LIMITS:
+        if getattr(settings, name) < 1:
+            raise ConfigError(f"{_BY_NAME[name].env_var}: expected at least 1")
+    if settings.body_budget_mb < settings.max_body_mb:
+        raise ConfigError(
+            f"MLBRIDGE_BODY_BUDGET_MB ({settings.body_budget_mb}) must be at least "
+            f"MLBRIDGE_MAX_BODY_MB ({settings.max_body_mb}), or no largest body could be read"
+        )
 
 
 def _typed(setting: Setting, value: Any) -> Any:

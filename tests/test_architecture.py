@@ -3,8 +3,8 @@
 Imports flow one way (a module may import its own layer or a lower one)::
 
     errors, protocol  <-  codecs, runtimes, auth, settings, model_config, connection,
-    arrayio, gradients  <-  registry  <-  inference  <-  server  <-  client  <-  training,
-    functions, doctor (CLI-level tools)  <-  cli
+    arrayio, gradients  <-  registry  <-  inference  <-  server, ray_serve  <-  client  <-
+    training, functions, doctor, triton (CLI-level tools)  <-  cli
 
 Serving modules never import the training or functions tools, and the Python client
 talks HTTP only: it never imports the layers that load or run models.
@@ -39,11 +39,13 @@ LAYERS = {
     "registry": 2,
     "inference": 3,
     "server": 4,
+    "ray_serve": 4,  # the server deployed on Ray Serve: builds the same app in each replica
     "client": 5,
     "training": 6,
     "functions": 6,
     "demo_functions": 6,  # the functions that export-fn exports
     "doctor": 6,  # `mlbridge doctor`: checks the installation
+    "triton": 6,  # `mlbridge export-triton`: writes and checks Triton model repositories
     "cli": 7,
     "__main__": 7,
 }

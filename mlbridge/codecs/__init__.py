@@ -4,11 +4,15 @@ A body is read by the codec that recognises it (a WXF header, a JSON
 array, a ``{`` list), else by the codec its Content-Type names, else as
 Mathematica text: clients in the URLFetch style send a form content type
 whatever the body holds.
+
+Every codec is bounded by the server's body limit: no body decodes to more
+numbers than :func:`~mlbridge.codecs.base.max_values_for` allows, and a
+compressed WXF body inflates to at most the body limit.
 """
 
 from __future__ import annotations
 
-from .base import CasCodec
+from .base import CasCodec, max_values_for
 from .json_list import JsonListCodec
 from .mathematica import MathematicaCodec
 from .wxf import DEFAULT_MAX_DECOMPRESSED, WxfCodec
@@ -21,8 +25,17 @@ MEDIA_TYPE_ALIASES = {
 
 
 def cas_codecs(max_decompressed: int = DEFAULT_MAX_DECOMPRESSED) -> dict[str, CasCodec]:
-    """Every CAS codec by media type; WXF inflates at most ``max_decompressed`` bytes."""
-    codecs = (WxfCodec(max_decompressed), JsonListCodec(), TEXT)
+    """Every CAS codec by media type, bounded by the body limit ``max_decompressed``.
+
+    WXF inflates at most that many bytes; no codec decodes to more numbers
+    than :func:`~mlbridge.codecs.base.max_values_for` it.
+    """
+    max_values = max_values_for(max_decompressed)
+    codecs = (
+        WxfCodec(max_decompressed, max_values),
+        JsonListCodec(max_values),
+        MathematicaCodec(max_values),
+    )
     return {codec.media_type: codec for codec in codecs}
 
 
@@ -36,7 +49,7 @@ def codec_for_body(
     for codec in codecs.values():
         if codec.sniff(body):
             return codec
-    return codecs.get(_media_type(content_type), TEXT)
+    return codecs.get(_media_type(content_type)) or codecs.get(TEXT.media_type, TEXT)
 
 
 def codec_for_reply(
@@ -50,9 +63,25 @@ def codec_for_reply(
     return request_codec
 
 
+def decode_cost(body: bytes, codecs: dict[str, CasCodec] = CAS_CODECS) -> int:
+    """About how many numbers decoding ``body`` costs, as the codec that reads it says.
+
+    A compressed WXF body counts as many as it may inflate to, so that it is
+    never decoded on the event loop, however small it is.
+    """
+    return codec_for_body("", body, codecs).decode_cost(body)
+
+
 def _media_type(header: str) -> str:
     media_type = header.split(";", 1)[0].strip().lower()
     return MEDIA_TYPE_ALIASES.get(media_type, media_type)
 
 
-__all__ = ["CAS_CODECS", "CasCodec", "cas_codecs", "codec_for_body", "codec_for_reply"]
+__all__ = [
+    "CAS_CODECS",
+    "CasCodec",
+    "cas_codecs",
+    "codec_for_body",
+    "codec_for_reply",
+    "decode_cost",
+]

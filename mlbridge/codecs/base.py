@@ -8,7 +8,15 @@ implement the three methods; then list it in ``codecs/__init__.py``.
 Contract:
 - ``decode_tensor`` returns a numeric numpy array (any shape) and raises
   :class:`~mlbridge.errors.PayloadError` with a message that says what is
-  wrong and where; it must never allocate more than the body can describe.
+  wrong and where, never another exception; it must never allocate more
+  than the body can describe, and refuses, before allocating, a tensor of
+  more than ``max_values`` numbers (see :func:`max_values_for`). NaN and
+  infinities the format can carry come through (the inference layer
+  refuses them unless the model opts in); a number too large for its type is
+  a PayloadError.
+- ``decode_cost`` says about how many numbers decoding a body costs, so
+  that a costly body (a big one, or a compressed one) is decoded off the
+  event loop.
 - ``encode_tensor`` must round-trip float32 values exactly.
 - ``decode_arguments`` reads named tensors (an association, for the gradient
   route's ``x`` and ``cotangent``); a bare tensor is the argument ``x``.
@@ -22,9 +30,34 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 
-from ..errors import MLBridgeError
+from ..errors import MLBridgeError, PayloadError
 
 FAILURE_TAG = "MLBridge"
+DEFAULT_MAX_BODY_BYTES = 512 * 1024 * 1024  # the max_body_mb setting's default
+BYTES_PER_VALUE = 4  # a float32: the decoded-size cap is the body limit's worth of them
+BODY_BYTES_PER_VALUE = 16  # about what a number takes as text or JSON, with its separator
+
+
+def max_values_for(max_body_bytes: int) -> int:
+    """The most numbers a request may decode to: the float32 values the body limit holds.
+
+    That is the largest tensor a model can be sent at all, as raw bytes in a V2
+    binary request; no format may decode to more, however it is compressed or
+    nested. 134,217,728 for the default 512 MiB.
+    """
+    return max(1, max_body_bytes // BYTES_PER_VALUE)
+
+
+DEFAULT_MAX_VALUES = max_values_for(DEFAULT_MAX_BODY_BYTES)
+
+
+def check_values(count: int, max_values: int, what: str) -> None:
+    """Refuse, before allocating, a tensor of more than ``max_values`` numbers."""
+    if count > max_values:
+        raise PayloadError(
+            f"{what} holds {count} numbers; at most {max_values} are accepted "
+            "(the body limit's worth of float32 values)"
+        )
 
 
 class CasCodec(ABC):
@@ -35,6 +68,10 @@ class CasCodec(ABC):
     def sniff(self, body: bytes) -> bool:
         """Whether ``body`` looks like this format whatever its Content-Type."""
         return False
+
+    def decode_cost(self, body: bytes) -> int:
+        """About how many numbers decoding ``body`` yields: its cost, to choose where to run."""
+        return len(body) // BODY_BYTES_PER_VALUE
 
     @abstractmethod
     def decode_tensor(self, body: bytes) -> np.ndarray:

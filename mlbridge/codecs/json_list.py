@@ -1,7 +1,9 @@
 """JSON nested arrays on the CAS endpoint, for R, Octave and shell clients.
 
 Named arguments (the gradient route's ``x`` and ``cotangent``) come as a JSON
-object of arrays: ``{"x": [2, 4, 8], "cotangent": 1}``.
+object of arrays: ``{"x": [2, 4, 8], "cotangent": 1}``. Numbers are strict:
+JSON has no NaN or Infinity, a number beyond a 64-bit float is refused by the
+parser, and strings are not numbers (``["1"]`` is an error).
 """
 
 from __future__ import annotations
@@ -11,10 +13,12 @@ import re
 import numpy as np
 
 from ..errors import MLBridgeError, PayloadError
-from .base import CasCodec, failure_fields
+from .base import DEFAULT_MAX_VALUES, CasCodec, check_values, failure_fields
 from .v2 import dumps, json_values, loads
 
 OBJECT_START = re.compile(rb'\{\s*"')  # a Mathematica list never holds a string
+MAX_ARGUMENTS = 16
+EXPECTED = "a number or a rectangular nested JSON array of numbers, such as [[0.0, 0.5]]"
 
 
 class JsonListCodec(CasCodec):
@@ -22,17 +26,22 @@ class JsonListCodec(CasCodec):
 
     media_type = "application/json"
 
+    def __init__(self, max_values: int = DEFAULT_MAX_VALUES) -> None:
+        self.max_values = max_values
+
     def sniff(self, body: bytes) -> bool:
         return body[:1] == b"[" or OBJECT_START.match(body) is not None
 
     def decode_tensor(self, body: bytes) -> np.ndarray:
-        return _numbers(loads(body), "the body")
+        return self._numbers(loads(body), "the body", strings=b'"' in body)
 
     def decode_arguments(self, body: bytes) -> dict[str, np.ndarray]:
         document = loads(body)
         if not isinstance(document, dict):
-            return {"x": _numbers(document, "the body")}
-        return {str(name): _numbers(value, repr(name)) for name, value in document.items()}
+            return {"x": self._numbers(document, "the body", strings=b'"' in body)}
+        if len(document) > MAX_ARGUMENTS:
+            raise PayloadError(f"a JSON object of at most {MAX_ARGUMENTS} arguments is accepted")
+        return {str(name): self._numbers(value, repr(name)) for name, value in document.items()}
 
     def encode_tensor(self, array: np.ndarray) -> bytes:
         return dumps(json_values(array))
@@ -42,12 +51,18 @@ class JsonListCodec(CasCodec):
         body = {"error": error.message, "code": fields["Code"], "status": fields["Status"]}
         return dumps(body)
 
+    def _numbers(self, data: object, where: str, strings: bool = True) -> np.ndarray:
+        """The numbers as float64; ``strings`` False says the body has none (no ``"``), which
+        spares the check of each value's type."""
+        try:
+            array = np.asarray(data) if strings else np.asarray(data, dtype=np.float64)
+        except (ValueError, TypeError, OverflowError):
+            raise PayloadError(f"{where}: expected {EXPECTED}") from None
+        if array.dtype.kind not in "biuf":
+            raise PayloadError(f"{where}: expected {EXPECTED}; found {_kind(array)}")
+        check_values(array.size, self.max_values, where)
+        return array.astype(np.float64, copy=False)
 
-def _numbers(data: object, where: str) -> np.ndarray:
-    try:
-        return np.asarray(data, dtype=np.float64)
-    except (ValueError, TypeError):
-        raise PayloadError(
-            f"{where}: expected a number or a rectangular nested JSON array of numbers, "
-            "such as [[0.0, 0.5]]"
-        ) from None
+
+def _kind(array: np.ndarray) -> str:
+    return "strings" if array.dtype.kind in "US" else "values that are not numbers"

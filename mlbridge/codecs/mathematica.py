@@ -5,6 +5,14 @@ a skeleton of braces and commas that one comparison checks against the
 rectangular shape it suggests, and numpy reads all numbers in one call. A
 body that fails any check is parsed again step by step, only to say what is
 wrong and where.
+
+Both paths are bounded: the number count is known from the braces before
+any number is read and must stay within ``max_values``; the step-by-step
+path checks the nesting in fixed-size chunks before it builds anything per
+byte, and its per-byte arrays are one byte wide, so a body costs a few times
+its size at most. ``Indeterminate`` and ``(-)Infinity`` read as NaN and
+(-)inf, which the inference layer refuses unless the model opts in; a
+number too large for a 64-bit float (``1*^999``) is an error here.
 """
 
 from __future__ import annotations
@@ -12,12 +20,13 @@ from __future__ import annotations
 import re
 import warnings
 from functools import lru_cache
+from itertools import islice
 from math import prod
 
 import numpy as np
 
 from ..errors import MLBridgeError, PayloadError
-from .base import FAILURE_TAG, CasCodec, failure_fields
+from .base import DEFAULT_MAX_VALUES, FAILURE_TAG, CasCodec, check_values, failure_fields
 
 OPEN, CLOSE, COMMA = ord("{"), ord("}"), ord(",")
 WHITESPACE = b" \t\r\n"
@@ -25,18 +34,35 @@ NUMBER_BYTES = b"0123456789.+-*^`"
 # Precision or accuracy marks: 2.5`10. or 2.5``20 (the mark is dropped, the value kept).
 PRECISION_MARK = re.compile(rb"(?<=[0-9.])``?[0-9.]*")
 MAX_RANK = 32
+MAX_ASSOCIATION_KEYS = 16
 ASSOCIATION_KEY = re.compile(rb'(?<=[<|,])\s*"([A-Za-z][A-Za-z0-9_]*)"\s*->')
+# The symbols InputForm writes for non-finite reals, and what numpy reads for each.
+SYMBOLS = {b"Indeterminate": b"nan", b"Infinity": b"inf"}
+SYMBOL = re.compile(rb"(?<![A-Za-z0-9$`])(Indeterminate|Infinity)(?![A-Za-z0-9$`\[])")
+NOT_REAL = re.compile(rb"ComplexInfinity|DirectedInfinity")
+LETTER = re.compile(rb"[A-Za-z]")
+TOKEN = re.compile(rb"\S+")
+CHUNK = 1 << 20  # bytes per step of the chunked passes
 
-_ALLOWED = np.zeros(256, dtype=bool)
-_ALLOWED[list(WHITESPACE + NUMBER_BYTES + b"{},")] = True
+ALLOWED = WHITESPACE + NUMBER_BYTES + b"{},"
+SYMBOL_LETTERS = b"naif"  # of nan and inf, what SYMBOLS puts in the text
 _SEPARATOR = np.zeros(256, dtype=bool)
 _SEPARATOR[list(WHITESPACE + b"{},")] = True
+_WHITESPACE = np.zeros(256, dtype=bool)
+_WHITESPACE[list(WHITESPACE)] = True
 _BLANK_STRUCTURE = bytes.maketrans(b"{},", b"   ")
-# For the skeleton: number characters become x, braces and commas stay, anything else is !.
-_SKELETON = bytes(
-    ord("x") if byte in NUMBER_BYTES else byte if byte in b"{}," else ord("!")
-    for byte in range(256)
-)
+
+
+def _skeleton_table(number_bytes: bytes) -> bytes:
+    """For the skeleton: number characters become x, braces and commas stay, anything else !."""
+    return bytes(
+        ord("x") if byte in number_bytes else byte if byte in b"{}," else ord("!")
+        for byte in range(256)
+    )
+
+
+_SKELETON = _skeleton_table(NUMBER_BYTES)
+_SKELETON_SYMBOLS = _skeleton_table(NUMBER_BYTES + SYMBOL_LETTERS)
 
 
 class MathematicaCodec(CasCodec):
@@ -44,16 +70,19 @@ class MathematicaCodec(CasCodec):
 
     media_type = "text/x-mathematica"
 
+    def __init__(self, max_values: int = DEFAULT_MAX_VALUES) -> None:
+        self.max_values = max_values
+
     def sniff(self, body: bytes) -> bool:
         return body.lstrip()[:2] in (b"<|",) or body.lstrip()[:1] == b"{"
 
     def decode_tensor(self, body: bytes) -> np.ndarray:
-        return parse_list(body)
+        return parse_list(body, self.max_values)
 
     def decode_arguments(self, body: bytes) -> dict[str, np.ndarray]:
         if body.lstrip()[:2] == b"<|":
-            return parse_association(body)
-        return {"x": parse_list(body)}
+            return parse_association(body, self.max_values)
+        return {"x": parse_list(body, self.max_values)}
 
     def encode_tensor(self, array: np.ndarray) -> bytes:
         return format_list(array).encode()
@@ -66,27 +95,36 @@ class MathematicaCodec(CasCodec):
         return f"Failure[{quote(FAILURE_TAG)}, <|{fields}|>]".encode()
 
 
-def parse_list(body: bytes) -> np.ndarray:
+def parse_list(body: bytes, max_values: int = DEFAULT_MAX_VALUES) -> np.ndarray:
     """Parse a rectangular nested list of numbers into a float64 array."""
     text = body.strip()
     if not text:
         raise PayloadError("empty body; expected a list such as {{0., 0.5}, {1., 0.25}}")
     shape = _fast_shape(text)
-    values = _read_numbers(text) if shape else None
-    if shape is None or values is None or values.size != prod(shape):
-        return _parse_strictly(text)  # slow, and raises a precise error for a malformed body
+    if shape is None:
+        symbolic = _with_symbols(text)
+        if symbolic is not None:
+            return _parse_symbolic(text, symbolic, max_values)
+        return _parse_strictly(text, max_values=max_values)  # slow; names what is wrong
+    check_values(prod(shape), max_values, "the list")
+    values = _read_numbers(text)
+    if values is None or values.size != prod(shape):
+        return _parse_strictly(text, max_values=max_values)
+    _check_finite(values, text)
     return values.reshape(shape)
 
 
-def parse_association(body: bytes) -> dict[str, np.ndarray]:
+def parse_association(body: bytes, max_values: int = DEFAULT_MAX_VALUES) -> dict[str, np.ndarray]:
     """Parse ``<|"x" -> {...}, "cotangent" -> {...}|>``: string keys, numbers or lists."""
     text = body.strip()
-    keys = list(ASSOCIATION_KEY.finditer(text))
+    keys = list(islice(ASSOCIATION_KEY.finditer(text), MAX_ASSOCIATION_KEYS + 1))
     if not (text.startswith(b"<|") and text.endswith(b"|>")) or not keys or keys[0].start() != 2:
         raise PayloadError(
             'expected an association such as <|"x" -> {2., 4.}, "cotangent" -> {1., 0.}|>'
         )
-    arguments = {}
+    if len(keys) > MAX_ASSOCIATION_KEYS:
+        raise PayloadError(f"an association holds at most {MAX_ASSOCIATION_KEYS} keys")
+    arguments: dict[str, np.ndarray] = {}
     for key, following in zip(keys, [*keys[1:], None]):
         end = following.start() if following else len(text) - 2
         value = text[key.end() : end].strip()
@@ -94,17 +132,77 @@ def parse_association(body: bytes) -> dict[str, np.ndarray]:
             if not value.endswith(b","):
                 raise PayloadError(f"association value of {key[1].decode()!r} must end with ','")
             value = value[:-1]
-        arguments[key[1].decode()] = _value(value)
+        name = key[1].decode()
+        if name in arguments:
+            raise PayloadError(f"association key {name!r} appears twice; expected each once")
+        arguments[name] = _value(name, value, max_values)
     return arguments
 
 
-def _value(text: bytes) -> np.ndarray:
+def _value(name: str, text: bytes, max_values: int) -> np.ndarray:
     if text.lstrip()[:1] == b"{":
-        return parse_list(text)
-    return parse_list(b"{" + text + b"}").reshape(())  # one number
+        return parse_list(text, max_values)
+    values = parse_list(b"{" + text + b"}", max_values)
+    if values.shape != (1,):
+        raise PayloadError(
+            f"association value of {name!r} is {text[:40].decode(errors='replace')!r}; "
+            "expected one number or a list"
+        )
+    return values.reshape(())
 
 
-def _fast_shape(text: bytes) -> tuple[int, ...] | None:
+def _with_symbols(text: bytes) -> bytes | None:
+    """The text with Indeterminate and Infinity as numpy reads them; None if it has none.
+
+    A text with any other letters is left to the strict parser, which names the
+    first unexpected character; ComplexInfinity is no real number and is refused.
+    """
+    if LETTER.search(text) is None:
+        return None
+    not_real = NOT_REAL.search(text)
+    if not_real is not None:
+        raise PayloadError(
+            f"{not_real[0].decode()} at byte {not_real.start()} is not a real number; "
+            "expected real numbers (Indeterminate and Infinity are read as NaN and infinity)"
+        )
+    replaced = SYMBOL.sub(lambda match: SYMBOLS[match[1]], text)
+    if replaced == text or LETTER.search(SYMBOL.sub(b"", text)) is not None:
+        return None
+    return replaced
+
+
+def _parse_symbolic(text: bytes, symbolic: bytes, max_values: int) -> np.ndarray:
+    """A list with Indeterminate or Infinity; checked first with each symbol read as 0."""
+    parse_list(SYMBOL.sub(b"0", text), max_values)  # shape, count and overflow, named as sent
+    shape = _fast_shape(symbolic, _SKELETON_SYMBOLS)
+    values = _read_numbers(symbolic) if shape else None
+    if shape is None or values is None or values.size != prod(shape):
+        return _parse_strictly(symbolic, ALLOWED + SYMBOL_LETTERS, max_values, finite=False)
+    return values.reshape(shape)
+
+
+def _check_finite(values: np.ndarray, text: bytes) -> None:
+    """Numbers that overflowed a 64-bit float (``1*^999``, 400 digits) are an error."""
+    finite = np.isfinite(values)
+    if finite.all():
+        return
+    index = int(np.argmin(finite.ravel()))
+    token = _token(text, index)
+    raise PayloadError(
+        f"number {index + 1} ({token}) is too large for a 64-bit float; "
+        "expected magnitudes up to 1.79*^308"
+    )
+
+
+def _token(text: bytes, index: int) -> str:
+    """The ``index``-th number of the text as sent (read lazily: the body may be large)."""
+    plain = text.translate(_BLANK_STRUCTURE)
+    found = next(islice(TOKEN.finditer(plain), index, None), None)
+    shown = found[0][:40].decode(errors="replace") if found else "?"
+    return shown + ("..." if found and len(found[0]) > 40 else "")
+
+
+def _fast_shape(text: bytes, table: bytes = _SKELETON) -> tuple[int, ...] | None:
     """The shape, if the text is certainly a well-formed rectangular list; else None.
 
     The skeleton drops whitespace and turns number characters into ``x``:
@@ -114,7 +212,7 @@ def _fast_shape(text: bytes) -> tuple[int, ...] | None:
     must start right after a brace or comma as the shape has slots. (That
     each slot holds exactly one number is checked by counting the numbers.)
     """
-    skeleton = text.translate(_SKELETON, WHITESPACE)
+    skeleton = text.translate(table, WHITESPACE)
     if not skeleton.startswith(b"{") or b"!" in skeleton:
         return None
     if b"}x" in skeleton or b"x{" in skeleton:
@@ -134,20 +232,33 @@ def _fast_shape(text: bytes) -> tuple[int, ...] | None:
         while structure.startswith(step, at):
             count, at = count + 1, at + len(step)
         shape.insert(0, count)
-    inner = _structure(tuple(shape[1:]))  # cached; the outermost level is built once here
-    if structure != b"{" + b",".join([inner] * shape[0]) + b"}":
+    if structure != _joined(_structure(tuple(shape[1:])), shape[0]):
         return None
     filled = skeleton.count(b"{x") + skeleton.count(b",x")
     return tuple(shape) if filled == prod(shape) else None
 
 
-@lru_cache(maxsize=16)
 def _structure(shape: tuple[int, ...]) -> bytes:
     """Braces and commas of a list of ``shape``: ``{{,},{,}}`` for (2, 2); ``b""`` for ()."""
+    return _small_structure(shape) if prod(shape) <= 1 << 16 else _build_structure(shape)
+
+
+@lru_cache(maxsize=16)
+def _small_structure(shape: tuple[int, ...]) -> bytes:
+    return _build_structure(shape)  # cached only when small: the cache outlives the request
+
+
+def _build_structure(shape: tuple[int, ...]) -> bytes:
     inner = b""
     for size in reversed(shape):
-        inner = b"{" + b",".join([inner] * size) + b"}"
+        inner = _joined(inner, size)
     return inner
+
+
+def _joined(inner: bytes, count: int) -> bytes:
+    """``{inner,inner,...}`` with ``count`` copies, by repetition (a join of millions of
+    items would first build a buffer record for each)."""
+    return b"{" + (inner + b",") * (count - 1) + inner + b"}" if count else b"{}"
 
 
 def _read_numbers(text: bytes) -> np.ndarray | None:
@@ -159,22 +270,36 @@ def _read_numbers(text: bytes) -> np.ndarray | None:
     return _fromstring(plain)
 
 
-def _parse_strictly(text: bytes) -> np.ndarray:
-    """Parse with every check spelled out, so that a malformed body gets a precise error."""
-    raw = np.frombuffer(text, dtype=np.uint8)
-    _check_characters(text, raw)
-    if raw[0] != OPEN:
+def _parse_strictly(
+    text: bytes,
+    allowed: bytes = ALLOWED,
+    max_values: int = DEFAULT_MAX_VALUES,
+    finite: bool = True,
+) -> np.ndarray:
+    """Parse with every check spelled out, so that a malformed body gets a precise error.
+
+    Memory stays a few times the text: the nesting is checked in chunks first,
+    then per-byte depths are one byte wide, and positions are kept only for
+    the lists of one level at a time.
+    """
+    _check_characters(text, allowed)
+    if text[0] != OPEN:
         raise PayloadError(
             f"expected a list in braces {{...}}; the body starts with {_context(text, 0)!r}"
         )
+    raw = np.frombuffer(text, dtype=np.uint8)
     shape = _shape(text, raw)
-    return _numbers(text, raw, prod(shape)).reshape(shape)
+    check_values(prod(shape), max_values, "the list")
+    values = _numbers(text, raw, prod(shape))
+    if finite:
+        _check_finite(values, text)
+    return values.reshape(shape)
 
 
-def _check_characters(text: bytes, raw: np.ndarray) -> None:
-    bad = np.flatnonzero(~_ALLOWED[raw])
-    if bad.size:
-        at = int(bad[0])
+def _check_characters(text: bytes, allowed: bytes) -> None:
+    bad = text.translate(None, allowed)
+    if bad:
+        at = text.find(bad[:1])  # the first byte of the first bad value is the first bad byte
         raise PayloadError(
             f"unexpected character {chr(text[at])!r} at byte {at} (near {_context(text, at)!r}); "
             "expected numbers, commas and braces"
@@ -183,34 +308,60 @@ def _check_characters(text: bytes, raw: np.ndarray) -> None:
 
 def _shape(text: bytes, raw: np.ndarray) -> tuple[int, ...]:
     """Derive the array shape from the braces, or say where the lists are not rectangular."""
-    step = (raw == OPEN).astype(np.int32) - (raw == CLOSE)
-    depth = np.cumsum(step)  # depth after each byte; an opening brace sits at its level
-    if depth[-1] > 0:
-        raise PayloadError(f"unbalanced braces: {depth[-1]} '{{' never closed")
-    if depth.min() < 0 or np.count_nonzero(depth == 0) != 1:
-        at = int(np.flatnonzero(depth <= 0)[0]) + 1
+    rank = _check_nesting(text, raw)
+    step = (raw == OPEN).view(np.int8) - (raw == CLOSE).view(np.int8)
+    depth = np.cumsum(step, dtype=np.int8)  # 0..MAX_RANK, checked above; a '{' at its level
+    del step
+    return tuple(_length_at(text, raw, depth, level) for level in range(1, rank + 1))
+
+
+def _check_nesting(text: bytes, raw: np.ndarray) -> int:
+    """The nesting depth, checked chunk by chunk: balanced, one list, at most MAX_RANK deep."""
+    carry, deepest, closed_at = 0, 0, -1
+    for start in range(0, raw.size, CHUNK):
+        chunk = raw[start : start + CHUNK]
+        step = (chunk == OPEN).view(np.int8) - (chunk == CLOSE).view(np.int8)
+        depth = np.cumsum(step, dtype=np.int64) + carry
+        deepest, carry = max(deepest, int(depth.max())), int(depth[-1])
+        low = depth <= 0
+        if closed_at < 0 and low.any():
+            at = start + int(np.argmax(low))
+            if at != raw.size - 1:
+                closed_at = at + 1
+    if carry > 0:
+        raise PayloadError(f"unbalanced braces: {carry} '{{' never closed")
+    if closed_at >= 0 or carry < 0:
+        at = closed_at if closed_at >= 0 else raw.size - 1
         raise PayloadError(
             f"unexpected text after the list closes, at byte {at} ({_context(text, at)!r})"
         )
-    rank = int(depth.max())
-    if rank > MAX_RANK:
-        raise PayloadError(f"lists nested {rank} deep; at most {MAX_RANK} levels are accepted")
-    shape = []
-    for level in range(1, rank + 1):
-        shape.append(_length_at(text, raw, depth, level))
-    return tuple(shape)
+    if deepest > MAX_RANK:
+        raise PayloadError(f"lists nested {deepest} deep; at most {MAX_RANK} levels are accepted")
+    return deepest
 
 
 def _length_at(text: bytes, raw: np.ndarray, depth: np.ndarray, level: int) -> int:
-    """The common length of all lists at ``level``; raise if they differ."""
-    opens = np.flatnonzero((raw == OPEN) & (depth == level))
-    commas = np.flatnonzero((raw == COMMA) & (depth == level))
-    owner = np.searchsorted(opens, commas) - 1  # which list each comma belongs to
-    counts = np.bincount(owner, minlength=opens.size) + 1
-    empty = raw[_next_solid(raw, opens + 1)] == CLOSE
-    counts[empty] = 0
+    """The common length of all lists at ``level``; raise if they differ.
+
+    A list at ``level`` runs from its ``{`` (depth ``level``) to its ``}`` (depth
+    ``level - 1`` after it); the i-th of each belong together. Its length is its
+    commas at ``level`` plus one, or zero if nothing but whitespace is inside.
+    """
+    opens = _positions((raw == OPEN) & (depth == level))
+    closes = _positions((raw == CLOSE) & (depth == level - 1))
+    at_level = (raw == COMMA) & (depth == level)
+    counts = _count_before(at_level, closes)
+    counts -= _count_before(at_level, opens)
+    counts += 1
+    del at_level
+    solid = ~_WHITESPACE[raw]
+    inside = _count_before(solid, closes)
+    inside -= _count_before(solid, opens + 1)
+    del solid, closes
+    counts[inside == 0] = 0  # nothing but whitespace inside: an empty list
+    del inside
     if np.any(counts != counts[0]):
-        first = int(np.flatnonzero(counts != counts[0])[0])
+        first = int(np.argmax(counts != counts[0]))
         raise PayloadError(
             f"ragged lists at depth {level}: lengths {counts[0]} and {counts[first]} "
             f"(near byte {opens[first]}: {_context(text, int(opens[first]))!r}); "
@@ -224,10 +375,31 @@ def _length_at(text: bytes, raw: np.ndarray, depth: np.ndarray, level: int) -> i
     return int(counts[0])
 
 
-def _next_solid(raw: np.ndarray, positions: np.ndarray) -> np.ndarray:
-    """Index of the first non-whitespace byte at or after each position."""
-    solid = np.flatnonzero(~np.isin(raw, np.frombuffer(WHITESPACE, np.uint8)))
-    return solid[np.searchsorted(solid, positions)]
+def _positions(mask: np.ndarray) -> np.ndarray:
+    """Indices of the true bytes, found chunk by chunk and kept as int32 where they fit."""
+    kind = np.int32 if mask.size < 2**31 else np.int64
+    parts = [
+        (np.flatnonzero(mask[start : start + CHUNK]) + start).astype(kind)
+        for start in range(0, mask.size, CHUNK)
+    ]
+    return np.concatenate(parts) if parts else np.zeros(0, kind)
+
+
+def _count_before(mask: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """For each of the ascending ``positions``, how many bytes before it are true."""
+    counts = np.zeros(positions.size, positions.dtype)
+    total = 0
+    starts = np.arange(0, mask.size + 1, CHUNK)
+    bounds = np.searchsorted(positions, np.append(starts, np.iinfo(np.int64).max))
+    for index, start in enumerate(starts.tolist()):
+        chunk = mask[start : start + CHUNK]
+        low, high = bounds[index], bounds[index + 1]
+        if high > low:
+            local = positions[low:high] - start  # bytes of this chunk before each position
+            running = np.concatenate(([0], np.cumsum(chunk, dtype=positions.dtype)))
+            counts[low:high] = total + running[np.minimum(local, chunk.size)]
+        total += int(np.count_nonzero(chunk))
+    return counts
 
 
 def _numbers(text: bytes, raw: np.ndarray, expected: int) -> np.ndarray:
@@ -239,7 +411,7 @@ def _numbers(text: bytes, raw: np.ndarray, expected: int) -> np.ndarray:
     if values is not None and values.size == expected == tokens:
         return values
     plain = text.translate(_BLANK_STRUCTURE).replace(b"*^", b"e")
-    _raise_bad_token(PRECISION_MARK.sub(b"", plain), expected)
+    _raise_bad_token(PRECISION_MARK.sub(b"", plain))
     raise PayloadError(
         f"found {tokens} numbers where the commas and braces make room for {expected}; "
         "separate numbers with commas"
@@ -261,13 +433,14 @@ def _fromstring(plain: bytes) -> np.ndarray | None:
             return None
 
 
-def _raise_bad_token(plain: bytes, expected: int) -> None:
+def _raise_bad_token(plain: bytes) -> None:
     """Raise a PayloadError naming the first token that is not one number."""
-    for index, token in enumerate(plain.split()):
+    for index, match in enumerate(TOKEN.finditer(plain)):  # lazily: the body may be large
+        token = match[0]
         try:
             float(token)
         except ValueError:
-            shown = token.decode(errors="replace").replace("e", "*^")
+            shown = token[:40].decode(errors="replace").replace("e", "*^")
             raise PayloadError(
                 f"{shown!r} (number {index + 1}) is not a number; expected numbers "
                 "such as 1, -3, 1., .5, 1.5*^-7"
@@ -299,9 +472,16 @@ def _real(value: float, dtype: np.dtype) -> str:
 
 
 def _nest(words: list[str], shape: tuple[int, ...]) -> str:
+    if not words:  # a zero among the dimensions: the lists nest as far as they have items
+        return _empty(shape)
     for size in reversed(shape[1:]):
         words = ["{" + ", ".join(words[i : i + size]) + "}" for i in range(0, len(words), size)]
     return "{" + ", ".join(words) + "}"
+
+
+def _empty(shape: tuple[int, ...]) -> str:
+    inner = _empty(shape[1:]) if len(shape) > 1 and shape[0] else ""
+    return "{" + ", ".join([inner] * shape[0] if inner else []) + "}"
 
 
 def quote(text: str) -> str:

@@ -7,6 +7,12 @@ files and benches) encode requests and decode responses.
 With the extension, the body is a JSON header of ``Inference-Header-Content-Length``
 bytes followed by raw little-endian tensor bytes, in the order of the
 tensors whose ``parameters.binary_data_size`` is set.
+
+Numbers are strict: ``data`` holds JSON numbers only (no strings), integer
+datatypes take whole numbers within their range, and a number that does not
+fit its datatype (``1e300`` as FP32) is refused, never made infinite. JSON
+has no NaN or Infinity; raw binary tensors may hold them, and the inference
+layer refuses them unless the model opts in.
 """
 
 from __future__ import annotations
@@ -24,9 +30,12 @@ from ..protocol import InferenceRequest, InferenceResponse, numpy_dtype, v2_data
 JSON_MEDIA_TYPE = "application/json"
 BINARY_MEDIA_TYPE = "application/octet-stream"
 HEADER_LENGTH = "inference-header-content-length"
+BINARY_DATA_SIZE = "binary_data_size"  # a tensor's parameter: its bytes in the binary section
 NON_JSON_CONSTANTS = (b"NaN", b"Infinity", b"nan", b"inf")
 MAX_JSON_DEPTH = 1024  # orjson's nesting limit
 MAX_DIMENSION = 2**40  # far beyond any body the server accepts; keeps numpy's shapes valid
+MAX_RANK = 32  # numpy's own limit is 64; no model here has more than a handful of axes
+NUMBER_KINDS = "biuf"  # what np.asarray makes of JSON numbers (strings give U, mixtures O)
 
 
 def loads(text: bytes) -> Any:
@@ -43,6 +52,11 @@ def _json_error(text: bytes, error: orjson.JSONDecodeError) -> str:
     constant = next((c for c in NON_JSON_CONSTANTS if found.lstrip(b"-").startswith(c)), None)
     if constant is not None:
         return f"invalid JSON: {constant.decode()} is not a JSON number; send finite numbers"
+    if "infinity when parsed" in error.msg:
+        return (
+            f"invalid JSON at line {error.lineno} column {error.colno}: a number too large "
+            "for a 64-bit float; send magnitudes up to 1.8e308"
+        )
     if "UTF-8" in error.msg:
         return "invalid JSON: the body is not UTF-8 text"
     if "depth" in error.msg or "recursion" in error.msg:
@@ -76,7 +90,7 @@ def decode_request(body: bytes, header_length: str | None = None) -> InferenceRe
         offset += used
     if offset != len(binary):
         raise PayloadError(f"binary section holds {len(binary)} bytes; the inputs declare {offset}")
-    parameters = document.get("parameters") or {}
+    parameters = _parameters(document, "the request")
     return InferenceRequest(
         inputs=inputs,
         id=_optional_str(document, "id"),
@@ -110,7 +124,7 @@ def _decode_tensor(
         raise PayloadError(f"{where}: missing string field 'name'")
     shape = _shape(where, item.get("shape"))
     dtype = _dtype(where, item.get("datatype"))
-    size = (item.get("parameters") or {}).get("binary_data_size")
+    size = _parameters(item, where).get("binary_data_size")
     if size is not None:
         return name, _from_binary(where, binary, offset, size, shape, dtype), size
     if "data" not in item:
@@ -118,13 +132,28 @@ def _decode_tensor(
     return name, _from_json(where, item["data"], shape, dtype), 0
 
 
+def _parameters(entry: dict, where: str) -> dict[str, Any]:
+    """An entry's ``parameters``: an object, or absent."""
+    parameters = entry.get("parameters")
+    if parameters is None:
+        return {}
+    if not isinstance(parameters, dict):
+        raise PayloadError(f"{where}: 'parameters' must be a JSON object")
+    return parameters
+
+
 def _shape(where: str, shape: Any) -> tuple[int, ...]:
     if not isinstance(shape, list) or not all(
         isinstance(d, int) and not isinstance(d, bool) and 0 <= d <= MAX_DIMENSION for d in shape
     ):
+        shown = repr(shape)[:80]
         raise PayloadError(
-            f"{where}: 'shape' must be a list of integers from 0 to {MAX_DIMENSION}; got {shape!r}"
+            f"{where}: 'shape' must be a list of integers from 0 to {MAX_DIMENSION}; got {shown}"
         )
+    if len(shape) > MAX_RANK:
+        raise PayloadError(f"{where}: 'shape' has {len(shape)} axes; at most {MAX_RANK}")
+    if prod(d for d in shape if d) > MAX_DIMENSION:  # numpy refuses such shapes even empty
+        raise PayloadError(f"{where}: 'shape' {shape} spans more than {MAX_DIMENSION} values")
     return tuple(shape)
 
 
@@ -136,12 +165,7 @@ def _dtype(where: str, datatype: Any) -> np.dtype:
 
 
 def _from_json(where: str, data: Any, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-    try:
-        array = np.asarray(data, dtype=dtype)
-    except (ValueError, TypeError, OverflowError):
-        raise PayloadError(
-            f"{where}: 'data' must be a flat or nested list of {dtype.name} numbers"
-        ) from None
+    array = json_numbers(where, data, dtype)
     expected = prod(shape)
     if array.size != expected:
         raise PayloadError(
@@ -150,11 +174,57 @@ def _from_json(where: str, data: Any, shape: tuple[int, ...], dtype: np.dtype) -
     return array.reshape(shape)
 
 
+def json_numbers(where: str, data: Any, dtype: np.dtype) -> np.ndarray:
+    """JSON numbers (a number, or nested lists of them) as an array of ``dtype``; strictly.
+
+    Strings, numbers beyond 64 bits, fractions for integer datatypes and
+    values outside the datatype's range are a PayloadError that names them.
+    """
+    try:
+        found = np.asarray(data)
+    except (ValueError, TypeError, OverflowError):  # ragged, or nested beyond numpy's axes
+        raise PayloadError(f"{where}: {_expected(dtype)}, rectangular") from None
+    if found.dtype.kind not in NUMBER_KINDS:
+        what = "strings" if found.dtype.kind in "US" else "values that are not numbers"
+        raise PayloadError(f"{where}: {_expected(dtype)}; found {what}")
+    if found.dtype == dtype or found.size == 0:
+        return found.astype(dtype, copy=False)
+    return _cast_numbers(where, found, dtype)
+
+
+def _expected(dtype: np.dtype) -> str:
+    return f"'data' must be a flat or nested list of {dtype.name} numbers"
+
+
+def _cast_numbers(where: str, found: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    if dtype.kind == "f":
+        if dtype.itemsize >= 4 and found.dtype.itemsize <= dtype.itemsize:
+            return found.astype(dtype)  # widening (or any integer to FP32): never infinite
+        with np.errstate(over="ignore"):
+            array = found.astype(dtype)
+        finite = np.isfinite(array)
+        if not finite.all():  # JSON has no NaN or Infinity: a value overflowed the datatype
+            index = int(np.argmin(finite.ravel()))
+            raise PayloadError(
+                f"{where}: {found.ravel()[index]} (value {index + 1}) is too large for "
+                f"{dtype.name}; expected magnitudes up to {float(np.finfo(dtype).max):.4g}"
+            )
+        return array
+    if found.dtype.kind == "f" and not np.array_equal(found, np.trunc(found)):
+        raise PayloadError(f"{where}: 'data' holds fractions; {dtype.name} takes whole numbers")
+    low, high = (0, 1) if dtype.kind == "b" else (np.iinfo(dtype).min, np.iinfo(dtype).max)
+    if found.min() < low or found.max() > high:
+        raise PayloadError(
+            f"{where}: 'data' holds values outside {dtype.name}'s range {low} to {high}"
+        )
+    return found.astype(dtype)
+
+
 def _from_binary(
     where: str, binary: bytes, offset: int, size: Any, shape: tuple[int, ...], dtype: np.dtype
 ) -> np.ndarray:
     expected = prod(shape) * dtype.itemsize
-    if not isinstance(size, int) or size != expected:
+    if not isinstance(size, int) or isinstance(size, bool) or size != expected:
         raise PayloadError(
             f"{where}: shape {list(shape)} of {dtype.name} needs {expected} bytes; "
             f"binary_data_size is {size!r}"
@@ -199,7 +269,7 @@ def _binary_outputs(parameters: Any, outputs: Any) -> set[str]:
     if isinstance(parameters, dict) and parameters.get("binary_data_output"):
         wanted.add("*")
     for output in outputs or []:
-        if isinstance(output, dict) and (output.get("parameters") or {}).get("binary_data"):
+        if _parameters(output, f"output {output['name']!r}").get("binary_data"):
             wanted.add(output["name"])
     return wanted
 

@@ -6,6 +6,15 @@ from an ``8:`` or zlib-compressed ``8C:`` body, checks every declared
 length against the bytes that remain before it allocates anything, and
 reports any other expression as a :class:`~mlbridge.errors.PayloadError`
 that says what it found, at which byte, and what it expected.
+
+Bounds: a tensor of more than ``max_values`` numbers is refused as soon as
+its dimensions are known (for ``8C:``, from the first inflated bytes, before
+the rest is inflated); inflation stops at ``max_decompressed`` bytes and
+writes into one growing buffer; a List walked token by token (mixed number
+types, or many small Lists) may take at most :data:`MAX_STEPS` steps, so a
+small body cannot buy minutes of CPU. Real64 and Real32 NaN and infinities
+come through (the inference layer refuses them unless the model opts in); a
+BigReal beyond a 64-bit float is an error.
 """
 
 from __future__ import annotations
@@ -18,14 +27,26 @@ from math import prod
 import numpy as np
 
 from ..errors import MLBridgeError, PayloadError
-from .base import FAILURE_TAG, CasCodec, failure_fields
+from .base import (
+    BODY_BYTES_PER_VALUE,
+    DEFAULT_MAX_BODY_BYTES,
+    FAILURE_TAG,
+    CasCodec,
+    check_values,
+    failure_fields,
+    max_values_for,
+)
 
 MEDIA_TYPE = "application/vnd.wolfram.wxf"
 HEADER = b"8:"
 COMPRESSED_HEADER = b"8C:"
-DEFAULT_MAX_DECOMPRESSED = 512 * 1024 * 1024
+DEFAULT_MAX_DECOMPRESSED = DEFAULT_MAX_BODY_BYTES
 MAX_RANK = 16  # also the deepest List nesting read
 MAX_VARINT_BYTES = 10  # 64 bits in 7-bit groups
+MAX_STEPS = 1 << 20  # Lists and one-by-one numbers per body: about a second of Python
+MAX_ASSOCIATION_RULES = 16
+INFLATE_STEP = 1 << 20  # bytes inflated per call
+HEADER_PEEK = 1 << 12  # inflated bytes enough to read any tensor's dimensions
 
 FUNCTION, SYMBOL, STRING, ASSOCIATION, RULE = b"f", b"s", b"S", b"A", b"-"
 PACKED_ARRAY, NUMERIC_ARRAY = 0xC1, 0xC2
@@ -71,7 +92,8 @@ TOKEN_NAMES = {
     PACKED_ARRAY: "PackedArray",
     NUMERIC_ARRAY: "NumericArray",
 }
-BIG_INTEGER_TEXT = re.compile(rb"[+-]?\d{1,40}")
+BIG_INTEGER_TEXT = re.compile(rb"[+-]?\d+")
+INT64_DIGITS = 19
 # InputForm reals: mantissa, then an optional `precision or ``accuracy mark, then *^exponent
 BIG_REAL_TEXT = re.compile(
     rb"([+-]?(?:\d+\.?\d*|\.\d+))(?:``?[+-]?\d*\.?\d*)?(?:\*\^([+-]?\d{1,6}))?"
@@ -82,10 +104,21 @@ ARRAY_EXPECTED = "a NumericArray, a PackedArray or a List of numbers"
 class _Reader:
     """A cursor over a WXF token stream; every read is bounds-checked."""
 
-    __slots__ = ("data", "origin", "pos")
+    __slots__ = ("data", "max_values", "origin", "pos", "steps")
 
-    def __init__(self, data: bytes, pos: int, origin: str) -> None:
+    def __init__(self, data: bytes | bytearray, pos: int, origin: str, max_values: int = 0) -> None:
         self.data, self.pos, self.origin = data, pos, origin
+        self.max_values = max_values or max_values_for(DEFAULT_MAX_BODY_BYTES)
+        self.steps = 0  # Lists entered and numbers read one by one
+
+    def step(self, count: int = 1) -> None:
+        """Count Python-level work; a body that needs too much is refused."""
+        self.steps += count
+        if self.steps > MAX_STEPS:
+            raise PayloadError(
+                f"WXF at {self.where()}: more than {MAX_STEPS} Lists and one-by-one numbers; "
+                "send a NumericArray or a packed array (one number type) instead"
+            )
 
     def where(self, pos: int | None = None) -> str:
         return f"byte {self.pos if pos is None else pos}{self.origin}"
@@ -112,7 +145,7 @@ class _Reader:
                 f"but only {self.remaining} remain"
             )
         self.pos += size
-        return self.data[self.pos - size : self.pos]
+        return bytes(self.data[self.pos - size : self.pos])
 
     def varint(self, what: str) -> int:
         start, value = self.pos, 0
@@ -149,12 +182,24 @@ class WxfCodec(CasCodec):
 
     media_type = MEDIA_TYPE
 
-    def __init__(self, max_decompressed: int = DEFAULT_MAX_DECOMPRESSED) -> None:
+    def __init__(
+        self, max_decompressed: int = DEFAULT_MAX_DECOMPRESSED, max_values: int | None = None
+    ) -> None:
         self.max_decompressed = max_decompressed
+        self.max_values = max_values or max_values_for(max_decompressed)
 
     def sniff(self, body: bytes) -> bool:
         """Whether ``body`` starts with a WXF header."""
         return body.startswith((HEADER, COMPRESSED_HEADER))
+
+    def decode_cost(self, body: bytes) -> int:
+        """A packed array is a view of the body: cheap. A List is walked in Python, so it
+        costs as if each number took two bytes; a compressed body as if it inflated fully."""
+        if body.startswith(COMPRESSED_HEADER):
+            return self.max_values
+        if body[len(HEADER) : len(HEADER) + 1] in (b"\xc1", b"\xc2"):
+            return len(body) // BODY_BYTES_PER_VALUE
+        return len(body) // 2
 
     def decode_tensor(self, body: bytes) -> np.ndarray:
         """Read one numeric array from a WXF body; anything else is a PayloadError."""
@@ -195,21 +240,39 @@ class WxfCodec(CasCodec):
 
     def _open(self, body: bytes) -> _Reader:
         if body.startswith(HEADER):
-            return _Reader(body, len(HEADER), "")
+            return _Reader(body, len(HEADER), "", self.max_values)
         if body.startswith(COMPRESSED_HEADER):
-            data = _inflate(body[len(COMPRESSED_HEADER) :], self.max_decompressed)
-            return _Reader(data, 0, " of the decompressed 8C: payload")
+            data, start = _inflate(
+                body[len(COMPRESSED_HEADER) :], self.max_decompressed, self.max_values
+            )
+            return _Reader(data, start, " of the decompressed 8C: payload", self.max_values)
         raise PayloadError(f"not WXF: expected the header b'8:' or b'8C:', found {body[:8]!r}")
 
 
-def _inflate(payload: bytes, limit: int) -> bytes:
-    """Decompress an ``8C:`` payload, refusing to produce more than ``limit`` bytes."""
-    inflater = zlib.decompressobj()
+def _inflate(payload: bytes, limit: int, max_values: int) -> tuple[bytearray, int]:
+    """Decompress an ``8C:`` payload into one buffer, and where in it the payload starts.
+
+    Refuses to produce more than ``limit`` bytes, and refuses as soon as the
+    first bytes declare more than ``max_values`` numbers. A packed array's
+    data is placed at an aligned offset, so that it is served without a copy.
+    """
+    inflater, data = zlib.decompressobj(), bytearray()
+    pending, start = payload, -1
     try:
-        data = inflater.decompress(payload, limit + 1)
+        while not inflater.eof and len(data) - max(start, 0) <= limit:
+            size = limit + 1 - len(data) + max(start, 0)
+            chunk = inflater.decompress(pending, min(INFLATE_STEP, size))
+            pending = inflater.unconsumed_tail
+            if not chunk:
+                break
+            data += chunk
+            if start < 0 and (len(data) >= HEADER_PEEK or inflater.eof):
+                start = _check_declared(data, max_values)
+                data[:0] = bytes(start)
     except zlib.error as exc:
         raise PayloadError(f"WXF 8C: payload is not valid zlib data ({exc})") from None
-    if len(data) > limit:
+    start = max(start, 0)
+    if len(data) - start > limit:
         raise PayloadError(f"WXF 8C: payload decompresses to more than {limit} bytes (the limit)")
     if not inflater.eof:
         raise PayloadError("truncated WXF: the 8C: zlib stream ends before its end marker")
@@ -217,7 +280,32 @@ def _inflate(payload: bytes, limit: int) -> bytes:
         raise PayloadError(
             f"WXF 8C: has {len(inflater.unused_data)} trailing bytes after the zlib stream"
         )
-    return data
+    return data, start
+
+
+def _check_declared(head: bytearray, max_values: int) -> int:
+    """Refuse a tensor whose first bytes declare more than ``max_values`` numbers; return
+    the padding that aligns a packed array's data to 8 bytes (0 for anything else).
+
+    Reads a packed array's dimensions, or a List's lengths down its first
+    path; whatever cannot be read from ``head`` alone is left to the decoder.
+    """
+    reader = _Reader(bytes(head[:HEADER_PEEK]), 0, " of the decompressed 8C: payload", max_values)
+    padding = 0
+    try:
+        token, count = reader.byte("the expression"), 1
+        if token in (NUMERIC_ARRAY, PACKED_ARRAY):
+            reader.byte("the array type")
+            count = prod(_read_dims(reader, TOKEN_NAMES[token]))
+            padding = -reader.pos % 8
+        while token == FUNCTION[0]:
+            count *= reader.varint("a List length")
+            _read_list_head(reader, 0)
+            token = reader.byte("a List element") if count else 0
+    except PayloadError:
+        return 0
+    check_values(count, max_values, "the WXF tensor")
+    return padding
 
 
 def _read_association(reader: _Reader) -> dict[str, np.ndarray]:
@@ -225,7 +313,11 @@ def _read_association(reader: _Reader) -> dict[str, np.ndarray]:
     count = reader.varint("an Association length")
     if count > reader.remaining:
         raise PayloadError(f"truncated WXF: Association declares {count} rules")
-    arguments = {}
+    if count > MAX_ASSOCIATION_RULES:
+        raise PayloadError(
+            f"WXF Association of {count} rules; at most {MAX_ASSOCIATION_RULES} are accepted"
+        )
+    arguments: dict[str, np.ndarray] = {}
     for _ in range(count):
         start = reader.pos
         if reader.byte("a rule") != RULE[0] or reader.byte("a rule key") != STRING[0]:
@@ -233,6 +325,11 @@ def _read_association(reader: _Reader) -> dict[str, np.ndarray]:
                 f'WXF Association rule at {reader.where(start)}: expected "name" -> array'
             )
         key = reader.take(reader.varint("a String length"), "a String").decode("utf-8", "replace")
+        if key in arguments:
+            raise PayloadError(
+                f"WXF Association key {key!r} at {reader.where(start)} appears twice; "
+                "expected each once"
+            )
         arguments[key] = _read_value(reader)
     return arguments
 
@@ -279,6 +376,7 @@ def _read_packed(reader: _Reader, token: int) -> np.ndarray:
             f"truncated WXF: {kind} declares {count} {name} values "
             f"({count * dtype.itemsize} bytes) but only {reader.remaining} bytes remain"
         )
+    check_values(count, reader.max_values, f"the WXF {kind}")
     array = np.frombuffer(reader.data, dtype, count, reader.pos).reshape(shape)
     reader.pos += count * dtype.itemsize
     return _native(array)
@@ -336,6 +434,7 @@ class _ListShape:
     def leaves_at(self, depth: int, reader: _Reader, pos: int) -> None:
         if self.rank is None and depth == len(self.dims):
             self.rank = depth
+            check_values(prod(self.dims), reader.max_values, "the WXF List")
         if self.rank != depth:
             raise PayloadError(
                 f"ragged WXF List at depth {depth}: found a number at {reader.where(pos)} "
@@ -348,12 +447,16 @@ def _read_list(reader: _Reader, start: int) -> np.ndarray:
     _read_list_body(reader, start, 0, shape)
     if not shape.chunks:
         return np.zeros(shape.dims, np.float64)
-    return np.concatenate(shape.chunks).reshape(shape.dims)
+    wide = np.float64 if any(chunk.dtype.kind == "f" for chunk in shape.chunks) else np.int64
+    if len(shape.chunks) == 1:
+        return shape.chunks[0].astype(wide, copy=False).reshape(shape.dims)
+    return np.concatenate(shape.chunks, dtype=wide).reshape(shape.dims)
 
 
 def _read_list_body(reader: _Reader, start: int, depth: int, shape: _ListShape) -> None:
     if depth >= MAX_RANK:
         raise PayloadError(f"WXF List nesting at {reader.where(start)} is deeper than {MAX_RANK}")
+    reader.step()
     length = reader.varint("a List length")
     if length > reader.remaining:
         raise PayloadError(
@@ -392,7 +495,11 @@ def _read_list_head(reader: _Reader, start: int) -> None:
 
 
 def _read_numbers(reader: _Reader, count: int, depth: int) -> np.ndarray:
-    """Read ``count`` number tokens: a vectorised path when they share one fixed-size token."""
+    """Read ``count`` number tokens: a vectorised path when they share one fixed-size token.
+
+    The values keep their token's type (``Integer8`` stays int8) until the
+    whole List is assembled, so a big List costs its final array once.
+    """
     token = reader.peek("a number")
     dtype = NUMBER_TOKENS.get(token)
     if dtype is not None:
@@ -402,8 +509,8 @@ def _read_numbers(reader: _Reader, count: int, depth: int) -> np.ndarray:
             rows = rows.reshape(count, stride)
             if (rows[:, 0] == token).all():
                 reader.pos += count * stride
-                values = np.ascontiguousarray(rows[:, 1:]).view(dtype).reshape(count)
-                return values.astype(np.float64 if dtype.kind == "f" else np.int64, copy=False)
+                return np.ascontiguousarray(rows[:, 1:]).view(dtype).reshape(count)
+    reader.step(count)
     numbers = [_read_number(reader, depth) for _ in range(count)]
     return np.array(numbers, np.float64 if any(isinstance(n, float) for n in numbers) else np.int64)
 
@@ -431,15 +538,23 @@ def _read_big_number(reader: _Reader, token: int, start: int) -> int | float:
     kind = TOKEN_NAMES[token]
     text = reader.take(reader.varint(f"the {kind} length"), kind)
     if token == BIG_INTEGER and BIG_INTEGER_TEXT.fullmatch(text):
-        value = int(text)
-        if -(1 << 63) <= value < (1 << 63):
+        digits = len(text.lstrip(b"+-").lstrip(b"0"))
+        value = int(text) if digits <= INT64_DIGITS else None  # int() refuses 4,300+ digits
+        if value is not None and -(1 << 63) <= value < (1 << 63):
             return value
+        shown = text.decode() if len(text) <= 40 else f"of {digits} digits"
         raise PayloadError(
-            f"WXF BigInteger {text.decode()} at {reader.where(start)} does not fit in 64 bits"
+            f"WXF BigInteger {shown} at {reader.where(start)} does not fit in 64 bits"
         )
     match = BIG_REAL_TEXT.fullmatch(text) if token == BIG_REAL else None
     if match:
-        return float(match[1] + b"e" + (match[2] or b"0"))
+        real = float(match[1] + b"e" + (match[2] or b"0"))
+        if real in (float("inf"), float("-inf")):
+            raise PayloadError(
+                f"WXF BigReal {text[:40].decode()} at {reader.where(start)} is too large "
+                "for a 64-bit float; expected magnitudes up to 1.79*^308"
+            )
+        return real
     raise PayloadError(f"WXF {kind} at {reader.where(start)} has malformed digits {text[:40]!r}")
 
 

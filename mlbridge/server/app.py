@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 from starlette.applications import Starlette
@@ -17,6 +18,7 @@ from ..settings import Settings
 from . import cas, routes
 from .cas import CasRoute
 from .errors import handle_http_error, handle_unexpected
+from .guard import BodyBudget, TransportGuard
 from .metrics import ObservedApp, ServerMetrics
 from .policy import Access, DeclaredRoute, JsonRoute
 from .reloading import Reloader
@@ -39,6 +41,7 @@ ROUTES: list[DeclaredRoute] = [
     JsonRoute("/v2/repository/index", routes.repository_index, access=SECRET, methods=["POST"]),
     JsonRoute(REPOSITORY + "/load", routes.load_model, access=SECRET, methods=["POST"]),
     JsonRoute("/metrics", routes.metrics, access=SECRET),
+    JsonRoute("/v2/openapi.json", routes.openapi, access=SECRET),
     JsonRoute("/v2/shutdown", routes.shutdown, access=SECRET, methods=["POST"]),
     JsonRoute(VERSIONED, routes.model_metadata, access=SECRET),
     JsonRoute(VERSIONED + "/ready", routes.model_ready, access=SECRET),
@@ -55,29 +58,36 @@ def create_app(
     settings: Settings,
     on_models_changed: Callable[[list[str]], None] | None = None,
     request_shutdown: Callable[[], None] | None = None,
+    server_pid: int | None = None,
 ) -> Starlette:
     """Build the ASGI app serving ``registry``; routes check ``authenticator`` as declared.
 
     ``on_models_changed`` hears the served names after a reload changed them;
-    ``request_shutdown`` starts a graceful stop (``POST /v2/shutdown``; absent: 404).
+    ``request_shutdown`` starts a graceful stop (``POST /v2/shutdown``; absent: 404);
+    ``server_pid`` is the pid the server reports (default this process; on Ray Serve
+    the driver's, which ``server.json`` names).
     """
     metrics = ServerMetrics()
     observed = Middleware(
         ObservedApp, metrics=metrics, served=registry.__contains__, log=settings.access_log
     )
+    budget = BodyBudget(settings.body_budget_bytes)
     app = Starlette(
         routes=ROUTES,
-        middleware=[observed],
+        middleware=[observed, Middleware(TransportGuard, budget=budget)],
         exception_handlers={HTTPException: handle_http_error, Exception: handle_unexpected},
     )
+    app.router.redirect_slashes = False  # a redirect would echo the request's Host
     batching = BatchPolicy(settings.max_batch_size, settings.batch_delay_us)
     app.state.service = InferenceService(
-        registry, settings.workers, batching, metrics.observe_batch
+        registry, settings.workers, batching, metrics.observe_batch, settings.max_queue
     )
     app.state.metrics = metrics
     app.state.reloader = Reloader(registry, on_models_changed)
     app.state.request_shutdown = request_shutdown
+    app.state.server_pid = server_pid or os.getpid()
     app.state.authenticator = authenticator
     app.state.cas_codecs = cas_codecs(max_decompressed=settings.max_body_bytes)
     app.state.settings = settings
+    app.state.body_budget = budget
     return app

@@ -9,7 +9,7 @@ once per request and passed to the endpoint and the error reply.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
 import numpy as np
@@ -18,13 +18,15 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..auth import bearer_token
-from ..codecs import CasCodec, codec_for_body, codec_for_reply
+from ..codecs import CasCodec, codec_for_body, codec_for_reply, decode_cost
 from ..errors import MLBridgeError, PayloadError, PayloadTooLarge
 from ..inference import Executor, InferenceService
 from .errors import cas_error, client_gone, internal_error
+from .guard import BodyBudget
 from .policy import Access, DeclaredRoute, authenticator, header
 
 log = logging.getLogger("mlbridge")
+FIRST_LINE_MAX = 1024  # bytes of a body looked at for the secret before it is checked
 CasEndpoint = Callable[[Request, CasCodec, bytes], Awaitable[np.ndarray]]
 GRADIENT_ARGUMENTS = ("x", "cotangent")
 T = TypeVar("T")
@@ -67,28 +69,43 @@ class CasRoute(DeclaredRoute):
             return cas_error(internal_error(), reply)
 
     async def authenticated_body(self, request: Request) -> bytes:
-        """The body after the secret was proved (header first; else the body's first line)."""
+        """The body after the secret was proved (header first; else the body's first line).
+
+        Without the header, only the first line (at most :data:`FIRST_LINE_MAX` bytes of the
+        first chunks received) is looked at before the secret is checked.
+        """
         token = bearer(request)
         if token is not None or self.access is Access.SECRET:
             authenticator(request.scope).check(token)
             return await read_body(request)
-        secret, body = split_secret_line(await read_body(request))
-        authenticator(request.scope).check(secret)
-        return body
+        body_limit(request, declared_size(request))
+        stream = request.stream()
+        secret, start = split_secret_line(await first_line(stream))
+        try:
+            authenticator(request.scope).check(secret)
+        except MLBridgeError:
+            await stream.aclose()
+            raise
+        return await read_body(request, stream, start)
 
 
 def bearer(request: Request) -> str | None:
     return bearer_token(header(request.scope, b"authorization"))
 
 
-async def read_body(request: Request) -> bytes:
-    """The whole body, refused early once it passes the configured limit."""
-    limit = request.app.state.settings.max_body_bytes
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"body of {declared} bytes exceeds the limit of {limit} bytes")
-    chunks, size = [], 0
-    async for chunk in request.stream():
+async def read_body(
+    request: Request, stream: AsyncIterator[bytes] | None = None, start: bytes = b""
+) -> bytes:
+    """The whole body (``start``, then the rest of ``stream``), refused early: before
+    reading when its declared size passes the limit or the body budget, else once it
+    passes the limit."""
+    declared = declared_size(request)
+    limit = body_limit(request, declared)
+    budget: BodyBudget = request.app.state.body_budget
+    if declared is not None and not budget.fits(declared - len(start)):
+        raise budget.busy()
+    chunks, size = [start], len(start)
+    async for chunk in stream or request.stream():
         size += len(chunk)
         if size > limit:
             raise PayloadTooLarge(f"body exceeds the limit of {limit} bytes")
@@ -96,11 +113,43 @@ async def read_body(request: Request) -> bytes:
     return b"".join(chunks)
 
 
+def body_limit(request: Request, declared: int | None) -> int:
+    """The body limit; PayloadTooLarge, before reading, when the ``declared`` size passes it."""
+    limit: int = request.app.state.settings.max_body_bytes
+    if declared is not None and declared > limit:
+        raise PayloadTooLarge(f"body of {declared} bytes exceeds the limit of {limit} bytes")
+    return limit
+
+
+def declared_size(request: Request) -> int | None:
+    """The ``Content-Length`` of the request, or None (chunked, or absent)."""
+    declared = header(request.scope, b"content-length")
+    return int(declared) if declared and declared.isdigit() else None
+
+
+async def first_line(stream: AsyncIterator[bytes]) -> bytes:
+    """The body's first chunks, read until they hold a newline or :data:`FIRST_LINE_MAX`
+    bytes, start with data, or end."""
+    head = b""
+    async for chunk in stream:
+        head += chunk
+        start = head[:FIRST_LINE_MAX]
+        if b"\n" in start or len(start) == FIRST_LINE_MAX or starts_with_data(start):
+            break
+    return head
+
+
+def starts_with_data(body: bytes) -> bool:
+    """Whether a body begins with a payload, not a secret (no secret was sent)."""
+    first = body.lstrip()[:1]
+    return first in (b"{", b"[", b"<") or body.startswith((b"8:", b"8C:"))
+
+
 def split_secret_line(body: bytes) -> tuple[str | None, bytes]:
     """The original design's body: the secret, a newline, then the payload."""
     first, _, rest = body.partition(b"\n")
-    if first.lstrip()[:1] in (b"{", b"[", b"<", b"") or first.startswith((b"8:", b"8C:")):
-        return None, body  # the first line is already data: no secret was sent
+    if starts_with_data(first) or not first.strip() or len(first) >= FIRST_LINE_MAX:
+        return None, body  # the first line is data, or too long to be a secret: none was sent
     return first.decode("utf-8", "replace").strip(), rest
 
 
@@ -113,8 +162,8 @@ def executor(request: Request) -> Executor:
 
 
 async def decode(request: Request, function: Callable[[bytes], T], body: bytes) -> T:
-    """Parse ``body``: inline when small, in a worker thread when big."""
-    return await executor(request).convert(Executor.values_in_body(len(body)), function, body)
+    """Parse ``body``: inline when cheap, in a worker thread when big or compressed."""
+    return await executor(request).convert(decode_cost(body), function, body)
 
 
 async def predict(request: Request, codec: CasCodec, body: bytes) -> np.ndarray:

@@ -14,7 +14,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from ..codecs import CasCodec
-from ..errors import InferenceFailed, MethodNotAllowed, MLBridgeError, RouteNotFound, Unauthorized
+from ..errors import (
+    InferenceFailed,
+    MethodNotAllowed,
+    MLBridgeError,
+    RouteNotFound,
+    ServerBusy,
+    Unauthorized,
+)
 
 log = logging.getLogger("mlbridge")
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for a request the client abandoned
@@ -47,6 +54,8 @@ def internal_error() -> MLBridgeError:
 
 
 def _headers(error: MLBridgeError) -> dict[str, str] | None:
+    if isinstance(error, ServerBusy):
+        return {"retry-after": str(error.retry_after_s)}
     return CHALLENGE if isinstance(error, Unauthorized) else None
 
 

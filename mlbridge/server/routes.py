@@ -6,7 +6,6 @@ are in :mod:`mlbridge.server.cas`.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from starlette.background import BackgroundTask
@@ -20,6 +19,7 @@ from ..errors import BadRequest, RouteNotFound
 from ..inference import Executor, InferenceService
 from ..registry import ModelRegistry, ServedModel
 from .cas import read_body
+from .openapi import openapi_document
 from .reloading import Reloader
 
 EXTENSIONS = ["binary_tensor_data", "cas_endpoint", "gradients", "statistics"]
@@ -56,8 +56,9 @@ async def proof(request: Request) -> Response:
 
 
 async def server_metadata(request: Request) -> Response:
+    pid = request.app.state.server_pid
     return JSONResponse(
-        {"name": "mlbridge", "version": __version__, "extensions": EXTENSIONS, "pid": os.getpid()}
+        {"name": "mlbridge", "version": __version__, "extensions": EXTENSIONS, "pid": pid}
     )
 
 
@@ -102,9 +103,13 @@ async def shutdown(request: Request) -> Response:
     stop = request.app.state.request_shutdown
     if stop is None:
         raise RouteNotFound("this server cannot be stopped over HTTP")
-    return JSONResponse(
-        {"stopping": True, "pid": os.getpid()}, 202, background=BackgroundTask(stop)
-    )
+    pid = request.app.state.server_pid
+    return JSONResponse({"stopping": True, "pid": pid}, 202, background=BackgroundTask(stop))
+
+
+async def openapi(request: Request) -> Response:
+    """GET /v2/openapi.json: the OpenAPI 3.1 document of this server's routes."""
+    return JSONResponse(openapi_document(request.app.routes))
 
 
 async def metrics(request: Request) -> Response:

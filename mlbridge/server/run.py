@@ -12,8 +12,10 @@ import errno
 import ipaddress
 import logging
 import os
+import resource
 import socket
 import time
+from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
 
@@ -34,10 +36,13 @@ from ..errors import ConfigError
 from ..registry import ModelRegistry
 from ..settings import Settings
 from .app import create_app
+from .files import LOG_FILE, LogBound, hold_lock, lock_paths
 from .reloading import Reloader
+from .transport import TransportLimits, guarded_protocol
 
 log = logging.getLogger("mlbridge")
 BACKLOG = 2048
+SPARE_DESCRIPTORS = 256  # beyond one per connection: model files, threads, the listener
 
 
 class PublishingServer(uvicorn.Server):
@@ -55,6 +60,8 @@ class PublishingServer(uvicorn.Server):
         self.reloader = reloader  # set when --watch
         self._stop_watching = asyncio.Event()
         self._watcher: asyncio.Task[None] | None = None
+        self.log_bound: LogBound | None = None  # set when the output may be the detached log
+        self._log_keeper: asyncio.Task[None] | None = None
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
@@ -63,6 +70,8 @@ class PublishingServer(uvicorn.Server):
         self.publication.write()
         if self.reloader is not None:
             self._watcher = asyncio.create_task(self.reloader.watch(self._stop_watching))
+        if self.log_bound is not None and self.log_bound.is_our_output():
+            self._log_keeper = asyncio.create_task(self.log_bound.keep(self._stop_watching))
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         self._stop_watching.set()
@@ -74,7 +83,17 @@ def serve(registry: ModelRegistry, settings: Settings) -> None:
     """Serve ``registry`` until SIGINT/SIGTERM; raise ConfigError on bad settings."""
     require_loopback(settings.host)
     secure_folder(settings.home)
+    with ExitStack() as held:
+        for lock in lock_paths(settings):
+            secure_folder(lock.parent)
+            held.callback(os.close, hold_lock(lock))
+        _serve(registry, settings)
+
+
+def _serve(registry: ModelRegistry, settings: Settings) -> None:
+    """Serve, with this server's locks held."""
     refuse_running_server(settings.home)
+    allow_descriptors(settings.max_connections)
     listener = bind(settings.host, settings.port)
     secret = new_secret()
     connection = Connection(
@@ -95,6 +114,9 @@ def serve(registry: ModelRegistry, settings: Settings) -> None:
     app = create_app(registry, authenticator, settings, published.update_models, request_shutdown)
     config = uvicorn.Config(
         app,
+        http=guarded_protocol(TransportLimits.from_settings(settings)),
+        ws="none",  # no WebSocket (the guard refuses upgrades too)
+        limit_concurrency=settings.max_connections + 1,  # a backstop: the protocol refuses first
         lifespan="off",
         access_log=False,  # the app logs its own structured line (settings.access_log)
         log_level="info",
@@ -103,6 +125,7 @@ def serve(registry: ModelRegistry, settings: Settings) -> None:
         server_header=False,
     )
     server = PublishingServer(config, published, app.state.reloader if settings.watch else None)
+    server.log_bound = LogBound(settings.home / LOG_FILE, settings.log_max_bytes)
     server_box.append(server)
     try:
         server.run(sockets=[listener])
@@ -184,3 +207,17 @@ def bind(host: str, port: int) -> socket.socket:
 
 def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
+
+
+def allow_descriptors(connections: int) -> None:
+    """Raise the soft limit on open files to fit ``connections`` (up to the hard limit)."""
+    wanted = connections + SPARE_DESCRIPTORS
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        if target < wanted:
+            log.warning(
+                "only %d open files are allowed (ulimit -n); max_connections %d may not be "
+                "reached", target, connections,
+            )  # fmt: skip
