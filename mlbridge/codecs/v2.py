@@ -17,6 +17,7 @@ layer refuses them unless the model opts in.
 
 from __future__ import annotations
 
+import array as pyarray
 import json
 from math import prod
 from typing import Any
@@ -180,16 +181,29 @@ def json_numbers(where: str, data: Any, dtype: np.dtype) -> np.ndarray:
     Strings, numbers beyond 64 bits, fractions for integer datatypes and
     values outside the datatype's range are a PayloadError that names them.
     """
-    try:
-        found = np.asarray(data)
-    except (ValueError, TypeError, OverflowError):  # ragged, or nested beyond numpy's axes
-        raise PayloadError(f"{where}: {_expected(dtype)}, rectangular") from None
+    found = _flat_reals(data)
+    if found is None:
+        try:
+            found = np.asarray(data)
+        except (ValueError, TypeError, OverflowError):  # ragged, or nested beyond numpy's axes
+            raise PayloadError(f"{where}: {_expected(dtype)}, rectangular") from None
     if found.dtype.kind not in NUMBER_KINDS:
         what = "strings" if found.dtype.kind in "US" else "values that are not numbers"
         raise PayloadError(f"{where}: {_expected(dtype)}; found {what}")
     if found.dtype == dtype or found.size == 0:
         return found.astype(dtype, copy=False)
     return _cast_numbers(where, found, dtype)
+
+
+def _flat_reals(data: Any) -> np.ndarray | None:
+    """A flat list of reals (what most clients send), read by the array module, which refuses
+    anything but numbers as it goes; None for any other data, left to numpy to judge."""
+    if not (isinstance(data, list) and data and type(data[0]) is float):
+        return None
+    try:
+        return np.frombuffer(pyarray.array("d", data), np.float64)
+    except (TypeError, OverflowError):  # a string, a list, or an integer beyond a float
+        return None
 
 
 def _expected(dtype: np.dtype) -> str:
@@ -200,16 +214,16 @@ def _cast_numbers(where: str, found: np.ndarray, dtype: np.dtype) -> np.ndarray:
     if dtype.kind == "f":
         if dtype.itemsize >= 4 and found.dtype.itemsize <= dtype.itemsize:
             return found.astype(dtype)  # widening (or any integer to FP32): never infinite
-        with np.errstate(over="ignore"):
-            array = found.astype(dtype)
-        finite = np.isfinite(array)
-        if not finite.all():  # JSON has no NaN or Infinity: a value overflowed the datatype
-            index = int(np.argmin(finite.ravel()))
+        try:
+            with np.errstate(over="raise"):
+                return found.astype(dtype)
+        except FloatingPointError:  # JSON has no NaN or Infinity: a value overflowed
+            with np.errstate(over="ignore"):
+                index = int(np.argmin(np.isfinite(found.astype(dtype)).ravel()))
             raise PayloadError(
                 f"{where}: {found.ravel()[index]} (value {index + 1}) is too large for "
                 f"{dtype.name}; expected magnitudes up to {float(np.finfo(dtype).max):.4g}"
-            )
-        return array
+            ) from None
     if found.dtype.kind == "f" and not np.array_equal(found, np.trunc(found)):
         raise PayloadError(f"{where}: 'data' holds fractions; {dtype.name} takes whole numbers")
     low, high = (0, 1) if dtype.kind == "b" else (np.iinfo(dtype).min, np.iinfo(dtype).max)
