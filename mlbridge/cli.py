@@ -120,8 +120,19 @@ def _serve_detached(settings: Settings, models: tuple[Path, ...]) -> None:
     try:
         connection = wait_for_server(settings.home, child.pid, DETACH_TIMEOUT_S, child.poll)
     except ConfigError as error:
-        raise ConfigError(f"{error.message}; see {log_path}") from None
+        reason = _last_error_line(log_path)
+        raise ConfigError(f"{error.message}{reason}; see {log_path}") from None
     click.echo(connection.url)
+
+
+def _last_error_line(log_path: Path) -> str:
+    """The child's own last error message (": ..."), from the end of its log."""
+    try:
+        tail = log_path.read_bytes()[-4096:].decode("utf-8", "replace").splitlines()
+    except OSError:
+        return ""
+    errors = [line for line in tail if line.startswith(("Error:", "mlbridge: error"))]
+    return f": {errors[-1].split(':', 1)[1].strip()}" if errors else ""
 
 
 @main.command()

@@ -326,3 +326,11 @@ def test_stop_kills_nothing_and_sends_no_secret_to_a_planted_server(tmp_path: Pa
         fake.close()
         decoy.kill()
         decoy.wait()
+
+
+def test_detach_reports_why_the_server_did_not_start(tmp_path: Path) -> None:
+    env = {**os.environ, "MLBRIDGE_HOME": str(tmp_path / "home")}
+    failed = mlbridge("serve", str(tmp_path / "missing.onnx"), "--detach", env=env)
+    assert failed.returncode == 1
+    assert "exited (status 1) before it was ready: " in failed.stderr
+    assert "missing.onnx: no such file or folder; see " in failed.stderr
