@@ -1,26 +1,58 @@
 """The original sketch, rebuilt for comparison: stdlib http.server, `secret\\n{{...}}` bodies.
 
-Run: python bench/original_design.py MODEL.onnx PORT TOKEN_FILE
-It parses with ast.literal_eval, answers Python float text, and 501 on any error,
-as our measurements of the original design found it. Only the benchmark uses it.
+Run: python bench/original_design.py MODEL PORT TOKEN_FILE
+
+MODEL is a ``.tflite`` file (run by a LiteRT interpreter behind a lock, as the sketch
+did) or, where no TFLite file can be had, an ``.onnx`` file run by onnxruntime behind the
+same lock. As our measurements of the original design found it: `HTTPServer` (one thread,
+listen backlog 5), HTTP/1.0 (a new connection per request), the secret on the body's first
+line, `ast.literal_eval` after turning braces into brackets, a short input zero-padded and
+extra images ignored, Python float text back (`1e-05`), and 501 on any error. Only the
+benchmark uses it.
 """
 
 from __future__ import annotations
 
 import ast
 import sys
+import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import numpy as np
-import onnxruntime
+
+
+def tflite_model(path: str):
+    """predict(image [1, 28, 28]) -> logits [10], through a LiteRT interpreter."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=path)
+    interpreter.allocate_tensors()
+    entry = interpreter.get_input_details()[0]["index"]
+    exit_ = interpreter.get_output_details()[0]["index"]
+
+    def predict(image: np.ndarray) -> np.ndarray:
+        interpreter.set_tensor(entry, image)
+        interpreter.invoke()
+        return interpreter.get_tensor(exit_)[0]
+
+    return predict
+
+
+def onnx_model(path: str):
+    """predict(image [1, 28, 28]) -> logits [10], through onnxruntime."""
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return lambda image: session.run(None, {name: image})[0][0]
 
 
 def main() -> None:
     model_path, port, token_file = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-    session = onnxruntime.InferenceSession(model_path, providers=["CPUExecutionProvider"])
+    predict = tflite_model(model_path) if model_path.endswith(".tflite") else onnx_model(model_path)
+    lock = threading.Lock()  # the interpreter is not reentrant
     secret = Path(token_file).read_text().strip()
-    name = session.get_inputs()[0].name
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
@@ -33,7 +65,8 @@ def main() -> None:
                     ast.literal_eval(data.replace("{", "[").replace("}", "]")), np.float32
                 )
                 image.flat[: values.size] = values.flat[:784]
-                logits = session.run(None, {name: image})[0][0]
+                with lock:
+                    logits = predict(image)
                 reply = ("{" + ", ".join(str(float(v)) for v in logits) + "}").encode()
                 self.send_response(200)
             except Exception:

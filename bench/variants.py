@@ -1,0 +1,79 @@
+"""mlbridge against itself: what a setting costs one request at a time.
+
+    .venv/bin/python -m bench.variants
+
+Starts ``mlbridge serve`` with its defaults, with dynamic batching off
+(``--max-batch-size 1``), with one onnxruntime thread (``--threads 1``) and with both,
+then sends each the same one-image requests, sequentially on one keep-alive connection,
+3 repetitions interleaved; prints p50 and server CPU per request (medians). Pinned as
+``python -m bench`` pins (client CPU 0, servers CPU 1). Used by docs/performance.md to
+price the batcher on a lone request.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from . import loadgen, servers
+from .payloads import FORMATS
+from .run import SINGLE_IMAGES, held_out_images, raise_priority
+
+VARIANTS = {
+    "defaults": (),
+    "--max-batch-size 1": ("--max-batch-size", "1"),
+    "--threads 1": ("--threads", "1"),
+    "both": ("--max-batch-size", "1", "--threads", "1"),
+}
+REQUESTS = 4000
+REPETITIONS = 3
+
+
+def main() -> None:
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) >= 2:
+        servers.pin({cpus[0]}, set(cpus[1:]))
+    raise_priority()
+    images = held_out_images()[:SINGLE_IMAGES]
+    with tempfile.TemporaryDirectory(prefix="mlbridge-variants-") as folder:
+        servers.snapshot_mlbridge(Path(folder))
+        running = {}
+        for name, flags in VARIANTS.items():
+            home = Path(folder) / f"variant-{len(running)}"
+            home.mkdir()
+            running[name] = servers.start_mlbridge(home, *flags)
+        try:
+            for fmt in ("v2-json", "v2-binary", "text"):
+                measure(fmt, running, images)
+        finally:
+            for server in running.values():
+                server.stop()
+
+
+def measure(fmt: str, running: dict[str, servers.Server], images: np.ndarray) -> None:
+    figures: dict[str, list[tuple[float, float]]] = {name: [] for name in running}
+    for _ in range(REPETITIONS):
+        for name, server in running.items():
+            raws = [
+                FORMATS[fmt].request("mnist", images[i : i + 1], server.auth)
+                for i in range(len(images))
+            ]
+            loadgen.sequential(server.port, raws, 200)  # warm-up
+            cpu = server.cpu_s()
+            times = loadgen.sequential(server.port, raws, REQUESTS)
+            cpu_us = (server.cpu_s() - cpu) / REQUESTS * 1e6
+            figures[name].append((float(np.median(times)) * 1e6, cpu_us))
+    for name, runs in figures.items():
+        p50 = statistics.median(run[0] for run in runs)
+        cpu = statistics.median(run[1] for run in runs)
+        print(
+            f"{fmt:10} {name:20} p50 {p50:6.0f} µs   server CPU {cpu:6.0f} µs/request", flush=True
+        )
+
+
+if __name__ == "__main__":
+    main()
