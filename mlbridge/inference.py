@@ -49,7 +49,7 @@ class Executor:
     """The one policy for where work runs: inline when small, else in a worker thread.
 
     Handing work to a thread and back costs ~120 us here, more than a small
-    model or a small body takes (see bench/latency.py); a big body or batch
+    model or a small body takes (docs/performance.md); a big body or batch
     must not hold up other requests on the event loop.
     """
 
