@@ -13,6 +13,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -28,6 +29,7 @@ class ServerMetrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self._series: dict[tuple[str, str, int], tuple[Any, Any]] = {}  # bounded: see labels
         self.requests = Counter(
             "mlbridge_requests", "HTTP requests answered, by route, model and status code",
             ["route", "model", "code"], registry=self.registry,
@@ -44,6 +46,15 @@ class ServerMetrics:
             "mlbridge_queue_depth", "Requests waiting in a model's batcher",
             ["model"], registry=self.registry,
         )  # fmt: skip
+
+    def series(self, route: str, model: str, status: int) -> tuple[Any, Any]:
+        """The request counter and latency histogram of these labels (looked up once each)."""
+        key = (route, model, status)
+        found = self._series.get(key)
+        if found is None:
+            requests = self.requests.labels(route, model, str(status))
+            found = self._series[key] = (requests, self.latency.labels(route, model))
+        return found
 
     def observe_batch(self, model: str, rows: int, waiting: int) -> None:
         """Record one runtime call of a batcher and the requests left waiting behind it."""
@@ -89,8 +100,9 @@ class ObservedApp:
         template = getattr(route, "path", UNKNOWN)
         name = scope.get("path_params", {}).get("name", "")
         model = name if name and self.served(name) else UNKNOWN
-        self.metrics.requests.labels(template, model, str(status)).inc()
-        self.metrics.latency.labels(template, model).observe(seconds)
+        counter, histogram = self.metrics.series(template, model, status)
+        counter.inc()
+        histogram.observe(seconds)
         if self.log:
             line = {"method": scope["method"], "route": template, "model": model}
             line.update(status=status, ms=round(seconds * 1e3, 3))
