@@ -199,6 +199,7 @@ def test_a_corrupt_replacement_leaves_the_old_model_serving(tmp_path: Path) -> N
         server.stop()
 
 
+@pytest.mark.slow  # several seconds against a real server
 def test_sigterm_lets_requests_in_flight_finish_then_removes_the_files(tmp_path: Path) -> None:
     import httpx
 

@@ -102,6 +102,7 @@ def test_wxf_zip_bomb_is_bounded_by_the_body_limit(small_server) -> None:
     assert "decompresses to more than 1048576 bytes" in reply.text
 
 
+@pytest.mark.slow  # several seconds against a real server
 def test_a_big_text_batch_does_not_hold_up_small_requests(server, mnist) -> None:
     from mlbridge.codecs.mathematica import format_list
 
