@@ -233,10 +233,13 @@ class InferenceService:
                 f"the Jacobian route takes one example of model {model.name!r}: shape "
                 f"{list(spec.shape[1:])}; got shape {list(x.shape)}"
             )
-        value = (await self._outputs(model, {spec.name: batch}))[model.signature.outputs[0].name]
-        out_shape = value.shape[1:]
+        output = model.signature.outputs[0]
+        shape = declared_shape(output, 1)
+        if shape is None:  # a dynamic non-batch axis: only a forward run tells
+            shape = (await self._outputs(model, {spec.name: batch}))[output.name].shape
+        out_shape = shape[1:]
         size = prod(out_shape)
-        cotangents = np.eye(size, dtype=value.dtype).reshape(size, *out_shape)
+        cotangents = np.eye(size, dtype=numpy_dtype(output.datatype)).reshape(size, *out_shape)
         rows = await self.gradient(model.name, np.repeat(batch, size, axis=0), cotangents)
         return rows.reshape(*out_shape, *batch.shape[1:])
 
@@ -251,9 +254,14 @@ class InferenceService:
         if not missing or len(forward) != len(model.signature.inputs):
             return  # nothing to fill, or validation will name the missing input
         validate_inputs(model, forward)
-        outputs = await self._outputs(model, forward)
+        rows = len(next(iter(forward.values())))
         for name in missing:
-            inputs[name] = np.ones_like(outputs[names[name]])
+            spec = next(s for s in model.signature.outputs if s.name == names[name])
+            shape = declared_shape(spec, rows)
+            if shape is None:  # a dynamic non-batch axis: only a forward run tells
+                outputs = await self._outputs(model, forward)
+                shape = outputs[spec.name].shape
+            inputs[name] = np.ones(shape, numpy_dtype(spec.datatype))
 
 
 def as_batch(model: ServedModel, spec: TensorSpec, array: np.ndarray) -> tuple[bool, np.ndarray]:
@@ -269,6 +277,13 @@ def as_batch(model: ServedModel, spec: TensorSpec, array: np.ndarray) -> tuple[b
     typed = cast_to(model.name, spec, array)  # errors name indices as sent
     check_finite(model.name, spec, typed, model.config.allow_nonfinite)
     return single, typed[np.newaxis] if single else typed
+
+
+def declared_shape(spec: TensorSpec, rows: int) -> tuple[int, ...] | None:
+    """The output's shape for a batch of ``rows`` from its signature, if only the batch varies."""
+    if not spec.shape or spec.shape[0] >= 0 or any(d < 0 for d in spec.shape[1:]):
+        return None
+    return (rows, *spec.shape[1:])
 
 
 def check_cotangent(
