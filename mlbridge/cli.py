@@ -59,6 +59,10 @@ def main() -> None:
     type=click.Path(path_type=Path),
     help=setting_help("token_file"),
 )
+@click.option("--secret-file", help=setting_help("secret_file"))
+@click.option("--tls-cert", help=setting_help("tls_cert"))
+@click.option("--tls-key", help=setting_help("tls_key"))
+@click.option("--server-names", help=setting_help("server_names"))
 @click.option("--threads", type=int, help=setting_help("threads"))
 @click.option("--workers", type=int, help=setting_help("workers"))
 @click.option("--max-batch-size", type=int, help=setting_help("max_batch_size"))
@@ -84,8 +88,10 @@ def serve(models: tuple[Path, ...], detach: bool, **flags) -> None:
         serve_on_ray(list(models), settings)
         return
     from .registry import load_registry
+    from .server.exposure import Exposure
     from .server.run import serve as run_server
 
+    Exposure.from_settings(settings)  # refuse a bad address or TLS files before loading models
     registry = load_registry(list(models), threads=settings.threads, strict=settings.strict)
     if not len(registry):
         raise ConfigError("no model could be loaded; nothing to serve")
@@ -187,6 +193,33 @@ def _verified_server(home: Path) -> tuple[Connection, Client]:
             f"{connection_path(home)} names pid {connection.pid}; not trusting it"
         )
     return connection, client
+
+
+@main.command()
+@click.option(
+    "--secret-file",
+    type=click.Path(path_type=Path),
+    help="Where to keep it [default: MLBRIDGE_SECRET_FILE, else <home>/secret].",
+)
+@click.option("--rotate", is_flag=True, help="Replace the secret the file holds.")
+def token(secret_file: Path | None, rotate: bool) -> None:
+    """Make (or --rotate) a long-lived secret to copy to client machines, for remote use.
+
+    The secret goes to a 0600 file and is never printed. Serve it with
+    'mlbridge serve --secret-file FILE'; a rotated secret takes effect at the next start.
+    """
+    from .auth import provision_secret, secure_folder
+
+    settings = load_settings()
+    secure_folder(settings.home)
+    configured = Path(settings.secret_file) if settings.secret_file else None
+    path = (secret_file or configured or settings.home / "secret").expanduser().absolute()
+    if not provision_secret(path, rotate):
+        click.echo(f"{path} already holds a secret; --rotate replaces it")
+        return
+    click.echo(f"wrote a new secret to {path} (mode 0600)")
+    click.echo(f"serve it:  mlbridge serve --secret-file {path} --host ADDRESS --tls-cert ... ")
+    click.echo("copy it to each client machine (scp; keep it 0600) and give it as the token file")
 
 
 @main.command()

@@ -9,6 +9,9 @@ array([32., 16.,  8.])
 :mod:`mlbridge.connection`). Requests use the V2 binary tensor extension,
 so big arrays travel as raw bytes, not JSON text; gradients go to the
 model's gradient companion, an ordinary V2 model.
+
+A remote server: ``Client("https://host:8123", token_file="secret", ca_file="ca.pem",
+sign=True)``; with ``sign`` the secret never crosses the wire (docs/deploy.md).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import hmac
 import http.client
 import json
 import secrets
+import ssl
 from math import prod
 from pathlib import Path
 from typing import Any, overload
@@ -24,9 +28,9 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from .auth import read_secret, server_proof
+from .auth import read_secret, server_proof, sign_request
 from .codecs import v2
-from .connection import read_connection
+from .connection import check_url, read_connection
 from .errors import ConfigError, GradientUnavailable, MLBridgeError
 from .protocol import numpy_dtype
 from .settings import load_settings
@@ -51,18 +55,22 @@ class Client:
         token: str | None = None,
         token_file: Path | str | None = None,
         home: Path | str | None = None,
+        ca_file: Path | str | None = None,
+        sign: bool = False,
     ) -> None:
+        """``url``, ``token_file``, ``ca_file`` default to what ``server.json`` says;
+        ``sign``: sign each request instead of sending the secret."""
         if url is None:
             connection = read_connection(Path(home) if home else load_settings().home)
             url, token_file = connection.url, connection.token_file
+            ca_file = ca_file or connection.ca_file
+        check_url(url)
         self.url = url.rstrip("/")
         self._token = (
             token if token is not None else (read_secret(Path(token_file)) if token_file else None)
         )
-        parts = urlsplit(self.url)
-        if parts.scheme != "http" or not parts.hostname:
-            raise ConfigError(f"expected a server URL such as http://127.0.0.1:8123; got {url!r}")
-        self._connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=TIMEOUT_S)
+        self._sign = sign
+        self._connection = _connect(self.url, ca_file)
         self._metadata: dict[str, dict[str, Any]] = {}
         self._verified = False
 
@@ -214,7 +222,11 @@ class Client:
         if self._token and secret:
             if not self._verified:
                 self._verify_server(self._token)
-            headers["Authorization"] = f"Bearer {self._token}"
+            headers["Authorization"] = (
+                sign_request(self._token, method, path, body or b"")
+                if self._sign
+                else f"Bearer {self._token}"
+            )
         try:
             self._connection.request(method, path, body=body, headers=headers)
             response = self._connection.getresponse()
@@ -229,6 +241,19 @@ class Client:
         if response.status >= 400:
             raise ServerError(response.status, _error_message(data, response.status))
         return response.status, reply_headers, data
+
+
+def _connect(url: str, ca_file: Path | str | None) -> http.client.HTTPConnection:
+    """A connection to ``url``: https verified against ``ca_file`` (else the system's CAs)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""  # check_url made sure there is one
+    if parts.scheme == "http":
+        return http.client.HTTPConnection(host, parts.port, timeout=TIMEOUT_S)
+    try:
+        context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+    except (OSError, ssl.SSLError) as error:
+        raise ConfigError(f"cannot use the CA file {ca_file}: {error}") from None
+    return http.client.HTTPSConnection(host, parts.port, timeout=TIMEOUT_S, context=context)
 
 
 def _error_message(body: bytes, status: int) -> str:

@@ -43,13 +43,19 @@ class Connection:
     models: list[str] = field(default_factory=list)
     version: str = ""
     started: str = ""
+    ca_file: Path | None = None  # an https server's certificate, for clients to trust
 
     def secret(self) -> str:
         """The secret from the token file (refused if others can read it)."""
         return read_secret(self.token_file)
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "token_file": str(self.token_file)}
+        document = {**asdict(self), "token_file": str(self.token_file)}
+        if self.ca_file is None:
+            del document["ca_file"]
+        else:
+            document["ca_file"] = str(self.ca_file)
+        return document
 
 
 def connection_path(home: Path) -> Path:
@@ -80,8 +86,8 @@ def read_connection(home: Path) -> Connection:
     """The connection of the server of ``home``, trusted only if it can be trusted.
 
     The home folder and the file must be the user's own and closed to others (anyone who
-    could plant them could learn the secret from a client); the URL must be http(s) on a
-    loopback address. ConfigError says why there is no usable connection.
+    could plant them could learn the secret from a client); the URL must be https, or http
+    on a loopback address. ConfigError says why there is no usable connection.
     """
     path = connection_path(home)
     try:
@@ -112,6 +118,7 @@ def _parse(path: Path, document: Any) -> Connection:
     if not isinstance(url, str) or not isinstance(pid, int) or not isinstance(token_file, str):
         raise ConfigError(f"{path}: expected string 'url', integer 'pid', string 'token_file'")
     check_url(url, path)
+    ca_file = document.get("ca_file")
     models = document.get("models", [])
     return Connection(
         url=url,
@@ -120,18 +127,21 @@ def _parse(path: Path, document: Any) -> Connection:
         models=[str(m) for m in models] if isinstance(models, list) else [],
         version=str(document.get("version", "")),
         started=str(document.get("started", "")),
+        ca_file=Path(ca_file) if isinstance(ca_file, str) and ca_file else None,
     )
 
 
 def check_url(url: str, where: Path | str = "the URL") -> None:
-    """Accept only an http(s) URL on a loopback address, free of control characters."""
+    """Accept an https URL, or an http URL on a loopback address; no control characters."""
     parts = urlsplit(url)
     if any(ord(c) < 0x20 or ord(c) == 0x7F for c in url) or parts.scheme not in ("http", "https"):
         raise ConfigError(f"{where}: {url!r} is not an http(s) URL; refusing to use it")
-    if not is_loopback(parts.hostname or ""):
+    if not parts.hostname:
+        raise ConfigError(f"{where}: {url!r} names no host")
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
         raise ConfigError(
-            f"{where}: {url!r} is not on this machine (a loopback address); refusing to send "
-            "it the secret"
+            f"{where}: {url!r} is not on this machine (a loopback address) and not https; "
+            "refusing to send it the secret in clear (use https for a remote server)"
         )
 
 

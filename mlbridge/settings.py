@@ -33,9 +33,13 @@ class Setting:
 
 SETTINGS: tuple[Setting, ...] = (
     Setting("home", "~/.mlbridge", "Folder for the token and connection files (mode 0700)."),
-    Setting("host", "127.0.0.1", "Address to bind; only loopback addresses are allowed."),
+    Setting("host", "127.0.0.1", "Address to bind; beyond loopback only with TLS (--tls-cert)."),
     Setting("port", 0, "TCP port; 0 picks a free one (written to server.json)."),
     Setting("token_file", "", "Where to write the secret; default <home>/token."),
+    Setting("secret_file", "", "Serve the long-lived secret 'mlbridge token' made (else: fresh)."),
+    Setting("tls_cert", "", "PEM certificate (chain) to serve https with; needs --tls-key."),
+    Setting("tls_key", "", "PEM private key of --tls-cert (keep it 0600)."),
+    Setting("server_names", "", "Remote use: host names clients may address, comma-separated."),
     Setting("threads", 2, "Threads each model runtime may use for one request."),
     Setting("workers", 4, "Requests computed at once (the inference thread pool)."),
     Setting("max_body_mb", 64, "Largest request body accepted, in MiB (413 above it)."),
@@ -87,6 +91,10 @@ class Settings:
     host: str
     port: int
     token_file: Path
+    secret_file: str
+    tls_cert: str
+    tls_key: str
+    server_names: str
     threads: int
     workers: int
     max_body_mb: int

@@ -137,7 +137,7 @@ def test_a_broken_model_is_reported_and_the_others_load(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--host", "0.0.0.0"], "not a loopback address"),
+        (["--host", "0.0.0.0"], "give --tls-cert CERT.pem and --tls-key KEY.pem"),
         (["--host", "example.org"], "is not an IP address"),
         (["no/such/model.onnx"], "no/such/model.onnx: no such file or folder"),
     ],

@@ -18,7 +18,8 @@ from ..settings import Settings
 from . import cas, routes
 from .cas import CasRoute
 from .errors import handle_http_error, handle_unexpected
-from .guard import BodyBudget, TransportGuard
+from .exposure import Exposure
+from .guard import LOOPBACK_NAMES, BodyBudget, TransportGuard
 from .metrics import ObservedApp, ServerMetrics
 from .policy import Access, DeclaredRoute, JsonRoute
 from .reloading import Reloader
@@ -59,14 +60,18 @@ def create_app(
     on_models_changed: Callable[[list[str]], None] | None = None,
     request_shutdown: Callable[[], None] | None = None,
     server_pid: int | None = None,
+    exposure: Exposure | None = None,
 ) -> Starlette:
     """Build the ASGI app serving ``registry``; routes check ``authenticator`` as declared.
 
     ``on_models_changed`` hears the served names after a reload changed them;
     ``request_shutdown`` starts a graceful stop (``POST /v2/shutdown``; absent: 404);
     ``server_pid`` is the pid the server reports (default this process; on Ray Serve
-    the driver's, which ``server.json`` names).
+    the driver's, which ``server.json`` names); ``exposure`` says who may reach it
+    (default: this machine only).
     """
+    exposure = exposure or Exposure(settings.host, remote=False)
+    names = LOOPBACK_NAMES | {name.encode() for name in exposure.names}
     metrics = ServerMetrics()
     observed = Middleware(
         ObservedApp, metrics=metrics, served=registry.__contains__, log=settings.access_log
@@ -74,7 +79,7 @@ def create_app(
     budget = BodyBudget(settings.body_budget_bytes)
     app = Starlette(
         routes=ROUTES,
-        middleware=[observed, Middleware(TransportGuard, budget=budget)],
+        middleware=[observed, Middleware(TransportGuard, budget=budget, names=names)],
         exception_handlers={HTTPException: handle_http_error, Exception: handle_unexpected},
     )
     app.router.redirect_slashes = False  # a redirect would echo the request's Host
@@ -90,4 +95,5 @@ def create_app(
     app.state.cas_codecs = cas_codecs(max_decompressed=settings.max_body_bytes)
     app.state.settings = settings
     app.state.body_budget = budget
+    app.state.remote = exposure.remote
     return app

@@ -8,6 +8,7 @@ once per request and passed to the endpoint and the error reply.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
@@ -17,16 +18,20 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ..auth import bearer_token
+from ..auth import TokenAuthenticator, bearer_token, is_signed
 from ..codecs import CasCodec, codec_for_body, codec_for_reply, decode_cost
-from ..errors import MLBridgeError, PayloadError, PayloadTooLarge
+from ..errors import MLBridgeError, PayloadError, PayloadTooLarge, Unauthorized
 from ..inference import Executor, InferenceService
 from .errors import cas_error, client_gone, internal_error
 from .guard import BodyBudget
-from .policy import Access, DeclaredRoute, authenticator, header
+from .policy import Access, DeclaredRoute, authenticator, check_signature, header
 
 log = logging.getLogger("mlbridge")
 FIRST_LINE_MAX = 1024  # bytes of a body looked at for the secret before it is checked
+REMOTE_FIRST_LINE = (
+    "this server listens beyond this machine: the secret on the body's first line is not "
+    "accepted here; send 'Authorization: Bearer <secret>' over https, or sign the request"
+)
 CasEndpoint = Callable[[Request, CasCodec, bytes], Awaitable[np.ndarray]]
 GRADIENT_ARGUMENTS = ("x", "cotangent")
 T = TypeVar("T")
@@ -69,12 +74,22 @@ class CasRoute(DeclaredRoute):
             return cas_error(internal_error(), reply)
 
     async def authenticated_body(self, request: Request) -> bytes:
-        """The body after the secret was proved (header first; else the body's first line).
+        """The body after the secret was proved (a header first; else the body's first line).
 
-        Without the header, only the first line (at most :data:`FIRST_LINE_MAX` bytes of the
-        first chunks received) is looked at before the secret is checked.
+        A signed request's body is read, then checked against its signature. The first-line
+        form is refused by a server open to the network. Without a header, only the first
+        line (at most :data:`FIRST_LINE_MAX` bytes of the first chunks received) is looked at
+        before the secret is checked.
         """
-        token = bearer(request)
+        authorization = header(request.scope, b"authorization")
+        if is_signed(authorization):
+            claim = check_signature(request.scope, authorization or "")
+            body = await read_body(request)
+            TokenAuthenticator.check_body(claim, hashlib.sha256(body).hexdigest())
+            return body
+        token = bearer_token(authorization)
+        if token is None and self.access is Access.SECRET_OR_FIRST_LINE and remote(request):
+            raise Unauthorized(REMOTE_FIRST_LINE)
         if token is not None or self.access is Access.SECRET:
             authenticator(request.scope).check(token)
             return await read_body(request)
@@ -89,8 +104,9 @@ class CasRoute(DeclaredRoute):
         return await read_body(request, stream, start)
 
 
-def bearer(request: Request) -> str | None:
-    return bearer_token(header(request.scope, b"authorization"))
+def remote(request: Request) -> bool:
+    """Whether the server listens beyond this machine (see mlbridge.server.run)."""
+    return bool(request.app.state.remote)
 
 
 async def read_body(

@@ -4,7 +4,8 @@ A pure ASGI wrapper around the whole app (installed by ``create_app``), cheap en
 run on every request (a few microseconds; see docs/security.md). It refuses, in JSON:
 
 - 421 a ``Host`` that does not name this machine: ``localhost``, ``127.0.0.1``, ``::1`` or
-  the address the server is bound to, any port (an SSH tunnel keeps its own). A web page
+  the address the server is bound to, any port (an SSH tunnel keeps its own); in remote
+  use, also this machine's names and ``server_names`` (see exposure.py). A web page
   that rebinds its DNS name to 127.0.0.1 still sends its own name, so it gets nothing;
 - 403 anything a browser sends on a web page's behalf: an ``Origin`` header, or a
   ``Sec-Fetch-Site`` other than ``none`` (a user typing the URL);
@@ -76,14 +77,17 @@ class BodyBudget:
 class TransportGuard:
     """The ASGI guard of the module docstring."""
 
-    def __init__(self, app: ASGIApp, budget: BodyBudget) -> None:
+    def __init__(
+        self, app: ASGIApp, budget: BodyBudget, names: frozenset[bytes] = LOOPBACK_NAMES
+    ) -> None:
         self.app = app
         self.budget = budget
+        self.names = names  # Host names (without port) of this machine
         self.allowed: set[bytes] = set()  # Host values already found to name this machine
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            exchange = Exchange(scope, receive, send, self.budget, self.allowed)
+            exchange = Exchange(scope, receive, send, self.budget, self.allowed, self.names)
             refused = exchange.refusal()
             if refused is not None:
                 await answer(send, refused)
@@ -101,13 +105,20 @@ class TransportGuard:
 class Exchange:
     """One request as the guard sees it: its checked headers, its metered body."""
 
-    __slots__ = ("_receive", "_send", "allowed", "budget", "close", "scope", "taken")
+    __slots__ = ("_receive", "_send", "allowed", "budget", "close", "names", "scope", "taken")
 
     def __init__(
-        self, scope: Scope, receive: Receive, send: Send, budget: BodyBudget, allowed: set[bytes]
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        budget: BodyBudget,
+        allowed: set[bytes],
+        names: frozenset[bytes],
     ) -> None:
         self.scope = scope
         self.allowed = allowed
+        self.names = names
         self._receive, self._send = receive, send
         self.budget = budget
         self.taken = 0  # body bytes counted against the budget
@@ -142,7 +153,7 @@ class Exchange:
         name = host_name(host)
         server = self.scope.get("server")
         bound = server is not None and name == str(server[0]).lower().encode()
-        if name in LOOPBACK_NAMES or bound:
+        if name in self.names or bound:
             if len(self.allowed) < REMEMBERED_HOSTS:
                 self.allowed.add(host)
             return True

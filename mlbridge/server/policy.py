@@ -4,9 +4,11 @@ Access rules (an argument of every route in :data:`mlbridge.server.app.ROUTES`;
 there is no default, so no route is open by accident):
 
 - ``OPEN``: anyone; the health checks only.
-- ``SECRET``: ``Authorization: Bearer <secret>``.
-- ``SECRET_OR_FIRST_LINE``: that header, or the secret on the body's first line
-  (the original design's body); checked before the payload is parsed.
+- ``SECRET``: ``Authorization: Bearer <secret>``, or a signed request
+  (``Authorization: MLBridge-HMAC-SHA256 ...``, see :mod:`mlbridge.auth`).
+- ``SECRET_OR_FIRST_LINE``: either header, or the secret on the body's first line
+  (the original design's body; refused by a server open to the network); checked
+  before the payload is parsed.
 
 Route families fix the error format: :class:`JsonRoute` answers
 ``{"error": ..., "code": ...}`` (V2 and operational routes);
@@ -15,6 +17,7 @@ Route families fix the error format: :class:`JsonRoute` answers
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable
 from enum import Enum
@@ -22,9 +25,9 @@ from typing import Any
 
 from starlette.requests import ClientDisconnect
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..auth import TokenAuthenticator, bearer_token
+from ..auth import SignedClaim, TokenAuthenticator, bearer_token, is_signed
 from ..errors import MLBridgeError
 from .errors import client_gone, internal_error, json_error
 
@@ -77,7 +80,7 @@ class JsonRoute(DeclaredRoute):
         async def guard(scope: Scope, receive: Receive, send: Send) -> None:
             try:
                 if self.access is not Access.OPEN:
-                    authenticator(scope).check(bearer_token(header(scope, b"authorization")))
+                    receive = authorized(scope, receive)
                 await app(scope, receive, send)
             except MLBridgeError as error:
                 await json_error(error)(scope, receive, send)
@@ -88,6 +91,40 @@ class JsonRoute(DeclaredRoute):
                 await json_error(internal_error())(scope, receive, send)
 
         return guard
+
+
+def authorized(scope: Scope, receive: Receive) -> Receive:
+    """Check the request's credentials; the ``receive`` to read its body through.
+
+    A Bearer secret is checked at once. A signed request's header is checked at once and
+    its body as it arrives: the last chunk of a body other than the one signed raises
+    Unauthorized, before the route can use it.
+    """
+    authorization = header(scope, b"authorization")
+    if not is_signed(authorization):
+        authenticator(scope).check(bearer_token(authorization))
+        return receive
+    claim = check_signature(scope, authorization or "")
+    digest = hashlib.sha256()
+
+    async def signed_body() -> Message:
+        message = await receive()
+        digest.update(message.get("body", b""))
+        if not message.get("more_body", False):
+            TokenAuthenticator.check_body(claim, digest.hexdigest())
+        return message
+
+    return signed_body
+
+
+def check_signature(scope: Scope, authorization: str) -> SignedClaim:
+    """Check a signed request's header against its method and target (path and query)."""
+    target = scope.get("raw_path") or scope["path"].encode()
+    if scope.get("query_string"):
+        target += b"?" + scope["query_string"]
+    return authenticator(scope).check_signed(
+        authorization, scope["method"], target.decode("latin-1")
+    )
 
 
 def authenticator(scope: Scope) -> TokenAuthenticator:

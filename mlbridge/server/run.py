@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import ipaddress
 import logging
 import os
 import resource
@@ -36,6 +35,7 @@ from ..errors import ConfigError
 from ..registry import ModelRegistry
 from ..settings import Settings
 from .app import create_app
+from .exposure import Exposure, served_secret
 from .files import LOG_FILE, LogBound, hold_lock, lock_paths
 from .reloading import Reloader
 from .transport import TransportLimits, guarded_protocol
@@ -81,28 +81,29 @@ class PublishingServer(uvicorn.Server):
 
 def serve(registry: ModelRegistry, settings: Settings) -> None:
     """Serve ``registry`` until SIGINT/SIGTERM; raise ConfigError on bad settings."""
-    require_loopback(settings.host)
+    exposure = Exposure.from_settings(settings)
     secure_folder(settings.home)
     with ExitStack() as held:
         for lock in lock_paths(settings):
             secure_folder(lock.parent)
             held.callback(os.close, hold_lock(lock))
-        _serve(registry, settings)
+        _serve(registry, settings, exposure)
 
 
-def _serve(registry: ModelRegistry, settings: Settings) -> None:
+def _serve(registry: ModelRegistry, settings: Settings, exposure: Exposure) -> None:
     """Serve, with this server's locks held."""
     refuse_running_server(settings.home)
     allow_descriptors(settings.max_connections)
+    secret = served_secret(settings, new_secret())
     listener = bind(settings.host, settings.port)
-    secret = new_secret()
     connection = Connection(
-        url=f"http://{_url_host(settings.host)}:{listener.getsockname()[1]}",
+        url=exposure.url(listener.getsockname()[1]),
         pid=os.getpid(),
         token_file=settings.token_file,
         models=registry.names(),
         version=__version__,
         started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        ca_file=exposure.tls_cert,
     )
     published = Publication(settings.home, connection, secret)
     authenticator = TokenAuthenticator(secret, settings.token_file)
@@ -111,7 +112,10 @@ def _serve(registry: ModelRegistry, settings: Settings) -> None:
     def request_shutdown() -> None:
         server_box[0].should_exit = True  # uvicorn's own graceful path, as on SIGTERM
 
-    app = create_app(registry, authenticator, settings, published.update_models, request_shutdown)
+    app = create_app(
+        registry, authenticator, settings, published.update_models, request_shutdown,
+        exposure=exposure,
+    )  # fmt: skip
     config = uvicorn.Config(
         app,
         http=guarded_protocol(TransportLimits.from_settings(settings)),
@@ -123,6 +127,7 @@ def _serve(registry: ModelRegistry, settings: Settings) -> None:
         timeout_keep_alive=30,
         timeout_graceful_shutdown=settings.shutdown_timeout_s,
         server_header=False,
+        **exposure.uvicorn_options(),
     )
     server = PublishingServer(config, published, app.state.reloader if settings.watch else None)
     server.log_bound = LogBound(settings.home / LOG_FILE, settings.log_max_bytes)
@@ -171,21 +176,6 @@ def refuse_running_server(home: Path) -> None:
         )
 
 
-def require_loopback(host: str) -> None:
-    """Refuse any address that is not loopback (remote use needs TLS; not yet)."""
-    if host == "localhost":
-        return
-    try:
-        loopback = ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        raise ConfigError(f"--host {host!r} is not an IP address; use 127.0.0.1 or ::1") from None
-    if not loopback:
-        raise ConfigError(
-            f"--host {host} is not a loopback address; mlbridge serves this machine only "
-            "(127.0.0.1 or ::1) until remote use with TLS is supported"
-        )
-
-
 def bind(host: str, port: int) -> socket.socket:
     """A listening socket on host:port (port 0 picks a free one)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -203,10 +193,6 @@ def bind(host: str, port: int) -> socket.socket:
         raise ConfigError(f"cannot listen on {host}:{port}: {error.strerror}") from None
     listener.listen(BACKLOG)
     return listener
-
-
-def _url_host(host: str) -> str:
-    return f"[{host}]" if ":" in host else host
 
 
 def allow_descriptors(connections: int) -> None:
