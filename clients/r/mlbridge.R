@@ -5,39 +5,58 @@
 #   logits <- mlbridge_predict("mnist", img)   # img: 28x28 matrix, img[row, col]
 #   mlbridge_gradient("box_volume", c(2, 4, 8))   # c(32, 16, 8)
 #
-# Needs the packages httr and jsonlite. Requests use the KServe V2 JSON
-# endpoint POST /v2/models/{name}/infer with the server's Bearer secret;
-# gradients go to the model's gradient companion, {name}.vjp.
+# Needs the packages httr and jsonlite (and openssl, which httr itself
+# needs). Requests use the KServe V2 JSON endpoint POST
+# /v2/models/{name}/infer with the server's secret, as a Bearer header or, with
+# sign = TRUE, as an HMAC signature; gradients go to the model's gradient
+# companion, {name}.vjp. Before the secret is used, the connection file, the
+# token file and the URL are checked and the server must prove it knows the
+# secret (docs: clients/r/README.md, "Trust").
 
 #' Find a running mlbridge server and read its secret.
 #'
-#' With no arguments, reads server.json in $MLBRIDGE_HOME (default
-#' ~/.mlbridge), which `mlbridge serve` writes at start-up, and the token file
-#' it names. Give `url` and `token_file` to reach a server elsewhere.
-#' Returns a list(url, token) of class "mlbridge_connection".
-mlbridge_connect <- function(url = NULL, token_file = NULL) {
+#' With no url, reads server.json in $MLBRIDGE_HOME (default ~/.mlbridge),
+#' which `mlbridge serve` writes at start-up, and the token file it names;
+#' both files and the folder must be the user's own and closed to others. Give
+#' `url` and `token_file` to reach a server elsewhere: http on this machine,
+#' https anywhere. `ca_file` is the PEM certificate(s) an https server's
+#' certificate is checked against (default: "ca_file" from server.json, else
+#' the system's store). With `sign = TRUE` requests carry an HMAC signature
+#' instead of the secret. Returns a list of class "mlbridge_connection".
+mlbridge_connect <- function(url = NULL, token_file = NULL, ca_file = NULL, sign = FALSE) {
   if (is.null(url) != is.null(token_file)) {
     stop("mlbridge_connect: give both url and token_file, or neither", call. = FALSE)
   }
+  if (!isTRUE(sign) && !isFALSE(sign)) {
+    stop("mlbridge_connect: sign must be TRUE or FALSE", call. = FALSE)
+  }
+  where <- "mlbridge_connect"
   if (is.null(url)) {
     info <- .mlbridge_server_info(.mlbridge_home())
     url <- info$url
     token_file <- info$token_file
+    if (is.null(ca_file)) ca_file <- info$ca_file
+    where <- paste("mlbridge:", info$path)
   }
-  structure(list(url = sub("/+$", "", url), token = .mlbridge_read_token(token_file)),
+  url <- .mlbridge_check_url(url, where)
+  ca_file <- .mlbridge_check_ca_file(ca_file, url)
+  structure(list(url = url, token = .mlbridge_read_token(token_file), ca_file = ca_file,
+                 sign = sign),
             class = "mlbridge_connection")
 }
 
 #' Print a connection without showing its secret.
 print.mlbridge_connection <- function(x, ...) {
-  cat("<mlbridge connection to ", x$url, ">\n", sep = "")
+  cat("<mlbridge connection to ", x$url,
+      if (!is.null(x$ca_file)) paste0(", CA file ", x$ca_file),
+      if (isTRUE(x$sign)) ", signed requests", ">\n", sep = "")
   invisible(x)
 }
 
 #' List the served models' names, or return one model's V2 metadata as a list.
 mlbridge_models <- function(name = NULL, conn = mlbridge_connect()) {
   if (!is.null(name)) {
-    return(.mlbridge_request(conn, "GET", paste0("/v2/models/", name)))
+    return(.mlbridge_request(conn, "GET", .mlbridge_model_path(name)))
   }
   reply <- .mlbridge_request(conn, "GET", "/v2/models")
   vapply(reply$models, function(model) model$name, character(1))
@@ -119,34 +138,6 @@ mlbridge_jacobian <- function(model, x, conn = mlbridge_connect()) {
   # A scalar function's Jacobian is its gradient, shaped like x.
   shape <- if (length(out) == 0) dim(x) else c(out, wire$dims[-1])
   .mlbridge_from_row_major(data, shape)
-}
-
-.mlbridge_home <- function() {
-  home <- Sys.getenv("MLBRIDGE_HOME")
-  if (nzchar(home)) home else file.path(path.expand("~"), ".mlbridge")
-}
-
-.mlbridge_server_info <- function(home) {
-  path <- file.path(home, "server.json")
-  if (!file.exists(path)) {
-    stop(sprintf(paste("mlbridge: no server found: %s does not exist;",
-                       "start one with `mlbridge serve` or set MLBRIDGE_HOME"), path),
-         call. = FALSE)
-  }
-  info <- jsonlite::fromJSON(path, simplifyVector = FALSE)
-  if (is.null(info$url) || is.null(info$token_file)) {
-    stop(sprintf("mlbridge: %s lacks \"url\" or \"token_file\"", path), call. = FALSE)
-  }
-  info
-}
-
-.mlbridge_read_token <- function(token_file) {
-  if (!file.exists(token_file)) {
-    stop(sprintf("mlbridge: token file %s does not exist", token_file), call. = FALSE)
-  }
-  token <- trimws(paste(readLines(token_file, warn = FALSE), collapse = ""))
-  if (!nzchar(token)) stop(sprintf("mlbridge: token file %s is empty", token_file), call. = FALSE)
-  token
 }
 
 .mlbridge_check_arguments <- function(model, x, caller = "mlbridge_predict") {
@@ -259,7 +250,7 @@ mlbridge_jacobian <- function(model, x, conn = mlbridge_connect()) {
 
 .mlbridge_infer <- function(conn, model, tensors) {
   body <- jsonlite::toJSON(list(inputs = tensors), auto_unbox = TRUE, json_verbatim = TRUE)
-  .mlbridge_request(conn, "POST", paste0("/v2/models/", model, "/infer"), body)
+  .mlbridge_request(conn, "POST", paste0(.mlbridge_model_path(model), "/infer"), body)
 }
 
 .mlbridge_output_data <- function(reply, name) {
@@ -284,23 +275,46 @@ mlbridge_jacobian <- function(model, x, conn = mlbridge_connect()) {
   .mlbridge_from_row_major(.mlbridge_checked_data(output), as.integer(unlist(output$shape)))
 }
 
+# A model's path; the name is percent-encoded, so the request line carries
+# exactly the target that a signature covers.
+.mlbridge_model_path <- function(name) {
+  paste0("/v2/models/", utils::URLencode(name, reserved = TRUE, repeated = TRUE))
+}
+
 .mlbridge_request <- function(conn, method, path, body = NULL) {
+  .mlbridge_verify_server(conn)
   url <- paste0(conn$url, path)
-  headers <- httr::add_headers(Authorization = paste("Bearer", conn$token),
-                               Accept = "application/json")
-  # Loopback never goes through a proxy the user may have configured.
-  options <- httr::config(noproxy = "127.0.0.1,localhost,::1", connecttimeout = 10)
-  response <- tryCatch(
-    if (is.null(body)) httr::GET(url, headers, options)
-    else httr::POST(url, headers, options, httr::content_type_json(), body = body),
-    error = function(e) {
-      stop(sprintf("mlbridge: %s %s failed: %s", method, url, conditionMessage(e)),
-           call. = FALSE)
-    })
+  bytes <- if (is.null(body)) raw() else charToRaw(enc2utf8(as.character(body)))
+  authorization <- if (isTRUE(conn$sign)) {
+    .mlbridge_signature(conn$token, method, .mlbridge_target(url), bytes)
+  } else {
+    paste("Bearer", conn$token)
+  }
+  response <- .mlbridge_send(conn, method, url, bytes, c(Authorization = authorization))
   text <- httr::content(response, as = "text", encoding = "UTF-8")
   status <- httr::status_code(response)
   if (status < 200 || status >= 300) .mlbridge_server_error(status, text, method, url)
   jsonlite::fromJSON(text, simplifyVector = FALSE)
+}
+
+# One HTTP exchange. Certificates are always verified (against conn$ca_file
+# when given), redirects are not followed (they would carry the secret
+# elsewhere), and the path goes out as written (curl would otherwise resolve
+# "..", changing what was signed).
+.mlbridge_send <- function(conn, method, url, bytes, headers = character()) {
+  headers <- httr::add_headers(.headers = c(headers, Accept = "application/json"))
+  options <- httr::config(
+    noproxy = "127.0.0.1,localhost,::1",  # loopback never goes through the user's proxy
+    connecttimeout = 10, followlocation = 0L, path_as_is = 1L,
+    ssl_verifypeer = 1L, ssl_verifyhost = 2L)
+  if (!is.null(conn$ca_file)) options <- c(options, httr::config(cainfo = conn$ca_file))
+  tryCatch(
+    if (method == "GET") httr::GET(url, headers, options)
+    else httr::POST(url, headers, options, httr::content_type_json(), body = bytes),
+    error = function(e) {
+      stop(sprintf("mlbridge: %s %s failed: %s", method, url, conditionMessage(e)),
+           call. = FALSE)
+    })
 }
 
 .mlbridge_server_error <- function(status, text, method, url) {
@@ -320,4 +334,202 @@ mlbridge_jacobian <- function(model, x, conn = mlbridge_connect()) {
 .mlbridge_raise <- function(message, status, code) {
   stop(structure(class = c("mlbridge_error", "error", "condition"),
                  list(message = message, call = NULL, status = status, code = code)))
+}
+
+# Trust (docs: README.md, "Trust"). The secret is used only with a server
+# found through files no one else could have planted, at a URL that stays on
+# this machine unless it is https, and after the server proved it knows it.
+
+.mlbridge_home <- function() {
+  home <- Sys.getenv("MLBRIDGE_HOME")
+  home <- if (nzchar(home)) path.expand(home) else file.path(path.expand("~"), ".mlbridge")
+  if (grepl("[^/]/+$", home)) sub("/+$", "", home) else home  # "home/" would follow a link
+}
+
+# server.json of `home`, after checking the folder and the file; returns its
+# fields plus `path`.
+.mlbridge_server_info <- function(home) {
+  path <- file.path(home, "server.json")
+  if (!file.exists(path)) {
+    stop(sprintf(paste("mlbridge: no server found: %s does not exist;",
+                       "start one with `mlbridge serve` or set MLBRIDGE_HOME"), path),
+         call. = FALSE)
+  }
+  .mlbridge_check_private(home, folder = TRUE)
+  .mlbridge_check_private(path)
+  info <- tryCatch(jsonlite::fromJSON(path, simplifyVector = FALSE), error = function(e) {
+    stop(sprintf("mlbridge: cannot read %s: %s", path, conditionMessage(e)), call. = FALSE)
+  })
+  is_text <- function(x) is.character(x) && length(x) == 1 && !is.na(x) && nzchar(x)
+  if (!is.list(info) || !is_text(info$url) || !is_text(info$token_file) ||
+        !(is.null(info$ca_file) || is_text(info$ca_file))) {
+    stop(sprintf(paste("mlbridge: %s: expected a JSON object with strings \"url\" and",
+                       "\"token_file\" (and optionally \"ca_file\")"), path), call. = FALSE)
+  }
+  c(info, path = path)
+}
+
+# Refuse a symbolic link, someone else's file or folder, a folder others may
+# write to (mode & 022) or a file others may read or write (mode & 077).
+.mlbridge_check_private <- function(path, folder = FALSE) {
+  link <- Sys.readlink(path)
+  if (!is.na(link) && nzchar(link)) {
+    stop(sprintf("mlbridge: %s is a symbolic link; refusing to trust it with secrets", path),
+         call. = FALSE)
+  }
+  info <- file.info(path, extra_cols = TRUE)
+  if (is.na(info$mode)) stop(sprintf("mlbridge: %s does not exist", path), call. = FALSE)
+  if (is.na(info$uid)) {  # file.info gives no owner (not a Unix system)
+    stop(sprintf("mlbridge: cannot tell who owns %s; refusing to trust it with secrets", path),
+         call. = FALSE)
+  }
+  if (info$uid != .mlbridge_uid()) {
+    stop(sprintf("mlbridge: %s belongs to another user; refusing to trust it with secrets",
+                 path), call. = FALSE)
+  }
+  mode <- as.integer(info$mode)
+  forbidden <- if (folder) strtoi("022", 8L) else strtoi("077", 8L)
+  if (bitwAnd(mode, forbidden) != 0) {
+    problem <- if (folder) "writable by others" else "open to others"
+    fix <- if (folder) "chmod go-w" else "chmod 600"
+    stop(sprintf("mlbridge: %s is %s (mode %s); run: %s %s",
+                 path, problem, format(as.octmode(mode)), fix, path), call. = FALSE)
+  }
+}
+
+# This process's user id: the owner of R's session temporary folder, which R
+# created (no child process, no parsing).
+.mlbridge_uid <- function() file.info(tempdir(), extra_cols = TRUE)$uid
+
+.mlbridge_read_token <- function(token_file) {
+  if (!is.character(token_file) || length(token_file) != 1 || is.na(token_file)) {
+    stop("mlbridge: token_file must be the path of the token file", call. = FALSE)
+  }
+  token_file <- path.expand(token_file)
+  if (!file.exists(token_file)) {
+    stop(sprintf("mlbridge: token file %s does not exist", token_file), call. = FALSE)
+  }
+  .mlbridge_check_private(token_file)
+  lines <- readLines(token_file, warn = FALSE, encoding = "UTF-8")
+  token <- trimws(paste(lines, collapse = ""))
+  if (!nzchar(token)) stop(sprintf("mlbridge: token file %s is empty", token_file), call. = FALSE)
+  token
+}
+
+# The URL without trailing slashes, if it is http on this machine or https
+# anywhere, names no user, and holds no control characters.
+.mlbridge_check_url <- function(url, where) {
+  if (!is.character(url) || length(url) != 1 || is.na(url)) {
+    stop(sprintf("%s: url must be a string such as \"http://127.0.0.1:8123\"", where),
+         call. = FALSE)
+  }
+  codes <- utf8ToInt(enc2utf8(url))
+  if (anyNA(codes) || any(codes < 0x20 | codes == 0x7F)) {
+    stop(sprintf("%s: the URL %s holds control characters; refusing to use it",
+                 where, encodeString(url, quote = "\"")), call. = FALSE)
+  }
+  pattern <- paste0("^([A-Za-z][A-Za-z0-9+.-]*)://(\\[[0-9A-Fa-f:.]+\\]|[A-Za-z0-9.-]+)",
+                    "(:[0-9]{1,5})?(/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*)?$")
+  parts <- regmatches(url, regexec(pattern, url))[[1]]
+  scheme <- tolower(parts[2])
+  if (length(parts) == 0 || !scheme %in% c("http", "https") ||
+        (nzchar(parts[4]) && as.integer(substring(parts[4], 2)) > 65535)) {
+    stop(sprintf(paste("%s: expected an http or https URL such as",
+                       "http://127.0.0.1:8123 (host, optional port and path); got %s"),
+                 where, url), call. = FALSE)
+  }
+  if (scheme == "http" && !.mlbridge_is_loopback(parts[3])) {
+    stop(sprintf(paste("%s: %s is not on this machine; use https for a remote",
+                       "server"), where, url), call. = FALSE)
+  }
+  sub("/+$", "", paste0(scheme, substring(url, nchar(scheme) + 1)))
+}
+
+# localhost, 127.0.0.0/8 (dotted quad, no leading zeros) or [::1] in any spelling.
+.mlbridge_is_loopback <- function(host) {
+  host <- tolower(host)
+  if (host == "localhost") return(TRUE)
+  octets <- "(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+  if (grepl(sprintf("^127\\.%s\\.%s\\.%s$", octets, octets, octets), host)) return(TRUE)
+  if (!grepl("^\\[[0-9a-f:]+\\]$", host)) return(FALSE)
+  halves <- strsplit(substring(host, 2, nchar(host) - 1), "::", fixed = TRUE)[[1]]
+  groups <- function(text) if (nzchar(text)) strsplit(text, ":", fixed = TRUE)[[1]] else character()
+  left <- groups(halves[1])
+  right <- if (length(halves) == 2) groups(halves[2]) else character()
+  compressed <- grepl("::", host, fixed = TRUE)
+  given <- c(left, right)
+  if (length(halves) > 2 || any(!grepl("^[0-9a-f]{1,4}$", given)) ||
+        (compressed && length(given) > 7) || (!compressed && length(given) != 8)) {
+    return(FALSE)
+  }
+  words <- c(strtoi(left, 16L), rep(0L, 8 - length(given)), strtoi(right, 16L))
+  all(words[1:7] == 0L) && words[8] == 1L
+}
+
+# The CA file as an absolute path: only for https, and it must exist.
+.mlbridge_check_ca_file <- function(ca_file, url) {
+  if (is.null(ca_file)) return(NULL)
+  if (!is.character(ca_file) || length(ca_file) != 1 || is.na(ca_file)) {
+    stop("mlbridge: ca_file must be the path of a PEM certificate file", call. = FALSE)
+  }
+  if (!startsWith(url, "https://")) {
+    stop(sprintf("mlbridge: ca_file is for https servers; %s is http", url), call. = FALSE)
+  }
+  if (!file.exists(ca_file) || dir.exists(ca_file)) {
+    stop(sprintf("mlbridge: CA file %s does not exist (expected a PEM certificate)", ca_file),
+         call. = FALSE)
+  }
+  normalizePath(ca_file)
+}
+
+# Servers that proved they know a secret, by URL and SHA-256 of the secret.
+.mlbridge_proven <- new.env(parent = emptyenv())
+
+# Before the secret is used on a server the first time in this session, the
+# server must answer a fresh nonce with its HMAC under the secret.
+.mlbridge_verify_server <- function(conn) {
+  key <- paste(conn$url, .mlbridge_hex(openssl::sha256(charToRaw(enc2utf8(conn$token)))))
+  if (isTRUE(.mlbridge_proven[[key]])) return(invisible(TRUE))
+  nonce <- .mlbridge_hex(openssl::rand_bytes(32))
+  response <- .mlbridge_send(conn, "GET", paste0(conn$url, "/v2/health/proof?nonce=", nonce),
+                             raw())
+  proof <- tryCatch({
+    text <- httr::content(response, as = "text", encoding = "UTF-8")
+    if (httr::status_code(response) == 200) jsonlite::fromJSON(text, simplifyVector = FALSE)$proof
+  }, error = function(e) NULL)
+  expected <- .mlbridge_hmac(conn$token, paste0("mlbridge server proof v1\n", nonce))
+  if (!is.character(proof) || length(proof) != 1 || !.mlbridge_same(proof, expected)) {
+    stop(sprintf(paste("mlbridge: the server at %s could not prove it knows the secret;",
+                       "not sending it (is this really your mlbridge server?)"), conn$url),
+         call. = FALSE)
+  }
+  assign(key, TRUE, envir = .mlbridge_proven)
+  invisible(TRUE)
+}
+
+# The Authorization header of a signed request: the secret never leaves.
+.mlbridge_signature <- function(secret, method, target, body,
+                                time = Sys.time(), nonce = .mlbridge_hex(openssl::rand_bytes(32))) {
+  ts <- sprintf("%.0f", floor(as.numeric(time)))
+  body_hash <- .mlbridge_hex(openssl::sha256(body))
+  message <- paste("mlbridge request v1", toupper(method), target, ts, nonce, body_hash, sep = "\n")
+  sprintf("MLBridge-HMAC-SHA256 ts=%s, nonce=%s, body=%s, sig=%s",
+          ts, nonce, body_hash, .mlbridge_hmac(secret, message))
+}
+
+# The request target of a URL as the request line carries it: path and query.
+.mlbridge_target <- function(url) sub("^[a-z]+://[^/]*", "", url)
+
+# Lowercase hex HMAC-SHA256 of the UTF-8 bytes of `message` under `secret`.
+.mlbridge_hmac <- function(secret, message) {
+  .mlbridge_hex(openssl::sha256(charToRaw(enc2utf8(message)), key = charToRaw(enc2utf8(secret))))
+}
+
+.mlbridge_hex <- function(bytes) paste(as.character(unclass(bytes)), collapse = "")
+
+# Whether two strings are equal, looking at every byte whatever the first difference.
+.mlbridge_same <- function(a, b) {
+  a <- charToRaw(a)
+  b <- charToRaw(b)
+  length(a) == length(b) && sum(as.integer(xor(a, b))) == 0
 }

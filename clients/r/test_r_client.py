@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
 import os
+import re
 import shutil
 import subprocess
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 import pytest
 from support import TESTDATA
 
 RSCRIPT = shutil.which("Rscript")
+OPENSSL = shutil.which("openssl")
 CLIENT = Path(__file__).resolve().parent / "mlbridge.R"
 
 pytestmark = [
@@ -62,6 +71,22 @@ def rscript(script: str, env: dict[str, str], cwd: Path) -> str:
     )
     assert done.returncode == 0, f"Rscript failed:\n{done.stdout}\n{done.stderr}"
     return done.stdout
+
+
+def error_of(call: str, env: dict[str, str], cwd: Path) -> str:
+    """The message of the error ``call`` raises in R ("NO ERROR" if none)."""
+    handler = "error = function(e) cat(conditionMessage(e), '\\n')"
+    return rscript(f"tryCatch({{ {call}; cat('NO ERROR\\n') }}, {handler})", env, cwd)
+
+
+def private_file(path: Path, text: str, mode: int = 0o600) -> Path:
+    """``path`` holding ``text``, created with ``mode`` (never readable by others first)."""
+    path.unlink(missing_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w") as stream:
+        stream.write(text)
+    path.chmod(mode)
+    return path
 
 
 def caught(call: str) -> str:
@@ -156,12 +181,11 @@ def test_unknown_model_raises_the_servers_message(server, v2_error, tmp_path):
     assert "HTTP 404" in out
 
 
-def test_wrong_secret_is_refused(server, tmp_path):
-    wrong = tmp_path / "wrong-token"
-    wrong.write_text("not-the-secret\n")
+def test_wrong_secret_is_refused_before_it_is_sent(server, tmp_path):
+    wrong = private_file(tmp_path / "wrong-token", "not-the-secret\n")
     call = f"mlbridge_models(conn = mlbridge_connect('{server.url}', '{wrong}'))"
-    out = rscript(caught(call), server.env, tmp_path)
-    assert "HTTP 401" in out
+    out = error_of(call, server.env, tmp_path)
+    assert f"the server at {server.url} could not prove it knows the secret" in out
 
 
 def test_no_server_is_a_clear_error(tmp_path):
@@ -334,18 +358,445 @@ def test_model_without_gradient_is_an_mlbridge_error(no_gradient_server, tmp_pat
 
 
 def test_gradient_argument_errors(server, v2_error, tmp_path):
-    def error_of(call: str) -> str:
-        handler = "error = function(e) cat(conditionMessage(e), '\\n')"
-        return rscript(
-            f"tryCatch({{ {call}; cat('NO ERROR\\n') }}, {handler})", server.env, tmp_path
-        )
+    def error_in_session(call: str) -> str:
+        return error_of(call, server.env, tmp_path)
 
-    out = error_of("mlbridge_gradient('box_volume', rbind(c(2, 4, 8), c(1, 2, 3)), c(1, 2, 3))")
+    out = error_in_session(
+        "mlbridge_gradient('box_volume', rbind(c(2, 4, 8), c(1, 2, 3)), c(1, 2, 3))"
+    )
     assert "dy must have the shape" in out and "[2]" in out
-    out = error_of("mlbridge_gradient('mnist', array(0, c(2, 28, 28)), matrix(1, 10, 2))")
+    out = error_in_session("mlbridge_gradient('mnist', array(0, c(2, 28, 28)), matrix(1, 10, 2))")
     assert "dy must have the shape" in out, "a transposed cotangent must not be misread"
-    out = error_of("mlbridge_jacobian('box_volume', rbind(c(2, 4, 8), c(1, 2, 3)))")
+    out = error_in_session("mlbridge_jacobian('box_volume', rbind(c(2, 4, 8), c(1, 2, 3)))")
     assert "one example" in out
     expected = v2_error("GET", "/v2/models/no-such-model")
-    out = error_of("mlbridge_gradient('no-such-model', c(2, 4, 8))")
+    out = error_in_session("mlbridge_gradient('no-such-model', c(2, 4, 8))")
     assert expected in out and "HTTP 404" in out
+
+
+# Trust: the connection and token files, URLs, the server's proof, https, signed requests
+
+UNPROVEN = (
+    "mlbridge: the server at {url} could not prove it knows the secret; "
+    "not sending it (is this really your mlbridge server?)"
+)
+PROOF_LABEL = "mlbridge server proof v1\n"
+SIGNED = "MLBridge-HMAC-SHA256"
+
+
+def private_home(tmp_path: Path, server) -> Path:
+    """A home folder (0700) whose server.json (0600) names ``server`` and a copy of its token."""
+    home = tmp_path / "home"
+    home.mkdir(mode=0o700)
+    token = private_file(home / "token", server.token + "\n")
+    private_file(home / "server.json", json.dumps({**server.info, "token_file": str(token)}))
+    return home
+
+
+def home_env(home: Path) -> dict[str, str]:
+    return {**os.environ, "MLBRIDGE_HOME": str(home)}
+
+
+LIST_MODELS = "cat(mlbridge_models(), sep = '\\n')"
+
+
+@pytest.mark.parametrize(
+    ("name", "mode", "problem"),
+    [
+        ("", 0o777, "is writable by others (mode 777); run: chmod go-w"),
+        ("", 0o720, "is writable by others (mode 720); run: chmod go-w"),
+        ("server.json", 0o644, "is open to others (mode 644); run: chmod 600"),
+        ("token", 0o644, "is open to others (mode 644); run: chmod 600"),
+        ("token", 0o601, "is open to others (mode 601); run: chmod 600"),
+    ],
+)
+def test_open_home_or_files_are_refused(server, tmp_path, name, mode, problem):
+    home = private_home(tmp_path, server)
+    path = home / name if name else home
+    path.chmod(mode)
+    out = error_of("mlbridge_models()", home_env(home), tmp_path)
+    assert out.strip() == f"mlbridge: {path} {problem} {path}"
+    path.chmod(0o600 if name else 0o755)  # the fix the message names, or a stricter one
+    assert "mnist" in rscript(LIST_MODELS, home_env(home), tmp_path).split()
+
+
+@pytest.mark.parametrize("name", ["", "server.json", "token"])
+def test_symbolic_links_are_refused(server, tmp_path, name):
+    real = private_home(tmp_path, server)
+    if name:
+        home, path = real, real / name
+        path.rename(real / f"{name}.real")
+        path.symlink_to(real / f"{name}.real")
+    else:
+        home = path = tmp_path / "link"
+        home.symlink_to(real)
+    out = error_of("mlbridge_models()", home_env(home), tmp_path)
+    assert out.strip() == f"mlbridge: {path} is a symbolic link; refusing to trust it with secrets"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can give a file to another user")
+@pytest.mark.parametrize("name", ["", "server.json", "token"])
+def test_someone_elses_files_are_refused(server, tmp_path, name):
+    home = private_home(tmp_path, server)
+    path = home / name if name else home
+    os.chown(path, 65534, -1)  # nobody
+    out = error_of("mlbridge_models()", home_env(home), tmp_path)
+    assert out.strip() == (
+        f"mlbridge: {path} belongs to another user; refusing to trust it with secrets"
+    )
+
+
+def test_explicit_token_file_gets_the_same_check(server, tmp_path):
+    token = private_file(tmp_path / "token", server.token, 0o644)
+    call = f"mlbridge_models(conn = mlbridge_connect('{server.url}', '{token}'))"
+    out = error_of(call, server.env, tmp_path)
+    assert out.strip() == f"mlbridge: {token} is open to others (mode 644); run: chmod 600 {token}"
+    token.chmod(0o600)
+    assert "mnist" in rscript(f"cat({call}, sep = '\\n')", server.env, tmp_path).split()
+
+
+# URL as written in R source -> the connection's URL, or a fragment of the refusal.
+URLS = {
+    "http://127.0.0.1:8123/": "http://127.0.0.1:8123",
+    "http://localhost:8123": "http://localhost:8123",
+    "http://127.5.6.7:8123/prefix": "http://127.5.6.7:8123/prefix",
+    "http://[::1]:8123": "http://[::1]:8123",
+    "HTTP://[0:0:0:0:0:0:0:1]:8123": "http://[0:0:0:0:0:0:0:1]:8123",
+    "https://example.org:8443": "https://example.org:8443",
+    "https://10.1.2.3": "https://10.1.2.3",
+    "http://example.org:8123": "http://example.org:8123 is not on this machine; use https for a "
+    "remote server",
+    "http://10.0.0.1:8123": "http://10.0.0.1:8123 is not on this machine",
+    "http://127.0.0.1.example.org": "http://127.0.0.1.example.org is not on this machine",
+    "http://127.0.0.01:8123": "http://127.0.0.01:8123 is not on this machine",
+    "http://[::2]:8123": "http://[::2]:8123 is not on this machine",
+    "http://[::ffff:127.0.0.1]:8123": "is not on this machine",
+    "http://127.0.0.1@example.org:8123": "expected an http or https URL",
+    "ftp://127.0.0.1:8123": "expected an http or https URL",
+    "http://127.0.0.1:8123/x?y=1": "expected an http or https URL",
+    "http://127.0.0.1:8123/\\r\\nX-Evil: 1": (
+        'the URL "http://127.0.0.1:8123/\\r\\nX-Evil: 1" holds control characters; '
+        "refusing to use it"
+    ),
+    "http://127.0.0.1:8123/\\x7f": "holds control characters",
+    "http://127.0.0.1:8123/\\t": "holds control characters",
+}
+
+
+def test_urls_are_checked_before_any_request(tmp_path):
+    token = private_file(tmp_path / "token", "s3cret\n")
+    urls = ", ".join(f'"{url}"' for url in URLS)
+    script = (
+        f"for (url in c({urls}))\n"
+        f"  cat(tryCatch(mlbridge_connect(url, '{token}')$url, error = conditionMessage), '\\n')"
+    )
+    lines = rscript(script, dict(os.environ), tmp_path).splitlines()
+    assert len(lines) == len(URLS)
+    for (url, expected), line in zip(URLS.items(), lines, strict=True):
+        if expected.startswith(("http://", "https://")) and " " not in expected:
+            assert line.strip() == expected, url
+        else:
+            assert line.startswith("mlbridge_connect: ") and expected in line, url
+
+
+class FakeServer:
+    """A stand-in on loopback that records every request; ``behaviour`` picks its answers.
+
+    "wrong", "missing", "html": a proof that is wrong, a 404, an HTML page (and, were the
+    secret sent anyway, a model list); "honest": knows ``secret`` and serves a model that
+    doubles its input.
+    """
+
+    def __init__(self, behaviour: str, secret: str = "") -> None:
+        self.behaviour, self.secret = behaviour, secret
+        self.requests: list[dict] = []
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                fake.answer(self)
+
+            def do_POST(self) -> None:
+                fake.answer(self)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def answer(self, request: BaseHTTPRequestHandler) -> None:
+        body = request.rfile.read(int(request.headers.get("Content-Length", 0)))
+        self.requests.append(
+            {
+                "method": request.command,
+                "target": request.path,
+                "authorization": request.headers.get("Authorization"),
+                "body": body,
+            }
+        )
+        status, reply = self.reply(request.path, body)
+        data = reply if isinstance(reply, bytes) else json.dumps(reply).encode()
+        request.send_response(status)
+        request.send_header("Content-Type", "application/json")
+        request.send_header("Content-Length", str(len(data)))
+        request.end_headers()
+        request.wfile.write(data)
+
+    def reply(self, target: str, body: bytes) -> tuple[int, dict | bytes]:
+        path, query = urlsplit(target).path, parse_qs(urlsplit(target).query)
+        if path == "/v2/health/proof":
+            nonce = query.get("nonce", [""])[0]
+            message = (PROOF_LABEL + nonce).encode()
+            honest = hmac.new(self.secret.encode(), message, hashlib.sha256).hexdigest()
+            return {
+                "wrong": (200, {"proof": "0" * 64}),
+                "missing": (404, {"error": "no such route"}),
+                "html": (200, b"<html>welcome</html>"),
+                "honest": (200, {"proof": honest}),
+            }[self.behaviour]
+        if path == "/v2/models":
+            return 200, {"models": [{"name": "double"}]}
+        if path.endswith("/infer"):
+            tensor = json.loads(body)["inputs"][0]
+            doubled = [2 * value for value in tensor["data"]]
+            return 200, {"outputs": [{**tensor, "name": "y", "data": doubled}]}
+        spec = {"datatype": "FP64", "shape": [-1, 3]}
+        return 200, {
+            "name": path.rsplit("/", 1)[-1],
+            "inputs": [{"name": "x", **spec}],
+            "outputs": [{"name": "y", **spec}],
+            "parameters": {},
+        }
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def fake_server():
+    started: list[FakeServer] = []
+
+    def start(behaviour: str, secret: str = "") -> FakeServer:
+        started.append(FakeServer(behaviour, secret))
+        return started[-1]
+
+    yield start
+    for fake in started:
+        fake.close()
+
+
+def is_proof_request(request: dict) -> bool:
+    return request["method"] == "GET" and bool(
+        re.fullmatch(r"/v2/health/proof\?nonce=[0-9a-f]{64}", request["target"])
+    )
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "found_by", "sign"),
+    [
+        ("wrong", "argument", False),
+        ("wrong", "argument", True),
+        ("wrong", "server.json", False),
+        ("missing", "argument", False),
+        ("html", "server.json", False),
+    ],
+)
+def test_server_that_cannot_prove_never_gets_the_secret(
+    fake_server, tmp_path, behaviour, found_by, sign
+):
+    secret = "the-real-secret-0123456789"
+    fake = fake_server(behaviour)
+    token = private_file(tmp_path / "token", secret + "\n")
+    home = tmp_path / "home"
+    home.mkdir(mode=0o700)
+    info = {"url": fake.url, "pid": os.getpid(), "token_file": str(token)}
+    private_file(home / "server.json", json.dumps(info))
+    connect = (
+        f"mlbridge_connect(sign = {str(sign).upper()})"
+        if found_by == "server.json"
+        else f"mlbridge_connect('{fake.url}', '{token}', sign = {str(sign).upper()})"
+    )
+    out = error_of(f"mlbridge_models(conn = {connect})", home_env(home), tmp_path)
+    assert out.strip() == UNPROVEN.format(url=fake.url)
+    assert len(fake.requests) == 1 and is_proof_request(fake.requests[0])
+    assert fake.requests[0]["authorization"] is None
+    assert secret not in repr(fake.requests)
+
+
+def test_proof_is_asked_once_per_server_and_secret(fake_server, tmp_path):
+    secret = "the-real-secret-0123456789"
+    fake = fake_server("honest", secret)
+    token = private_file(tmp_path / "token", secret + "\n")
+    connect = f"mlbridge_connect('{fake.url}', '{token}')"
+    script = (
+        f"first <- {connect}\n"
+        "cat(mlbridge_models(conn = first), mlbridge_models(conn = first), '\\n')\n"
+        f"again <- {connect}\n"
+        "cat(mlbridge_models(conn = again), '\\n')\n"
+    )
+    assert rscript(script, dict(os.environ), tmp_path).split() == ["double"] * 3
+    proof, *others = fake.requests
+    assert is_proof_request(proof) and proof["authorization"] is None
+    assert [r["target"] for r in others] == ["/v2/models"] * 3
+    assert {r["authorization"] for r in others} == {f"Bearer {secret}"}
+
+
+def checked_signature(request: dict, secret: str) -> dict[str, str]:
+    """The fields of a signed request's Authorization header, after checking them all."""
+    scheme, _, fields = request["authorization"].partition(" ")
+    assert scheme == SIGNED
+    claim = dict(field.strip().split("=", 1) for field in fields.split(","))
+    assert set(claim) == {"ts", "nonce", "body", "sig"}
+    assert abs(time.time() - int(claim["ts"])) <= 60
+    assert re.fullmatch(r"[0-9a-f]{32,128}", claim["nonce"])
+    assert claim["body"] == hashlib.sha256(request["body"]).hexdigest()
+    fields = [request["method"], request["target"], claim["ts"], claim["nonce"], claim["body"]]
+    message = "\n".join(["mlbridge request v1", *fields])
+    expected = hmac.new(secret.encode(), message.encode(), hashlib.sha256).hexdigest()
+    assert hmac.compare_digest(claim["sig"], expected), f"bad signature on {request['target']}"
+    return claim
+
+
+def test_signed_requests_sign_the_exact_target_and_body(fake_server, tmp_path):
+    secret = "the-real-secret-0123456789"
+    fake = fake_server("honest", secret)
+    token = private_file(tmp_path / "token", secret + "\n")
+    script = (
+        f"conn <- mlbridge_connect('{fake.url}', '{token}', sign = TRUE)\n"
+        "cat(mlbridge_models(conn = conn), '\\n')\n"
+        "cat(sprintf('%.17g', mlbridge_predict('a b/c', c(1.5, 1/3, -2), conn)), '\\n')\n"
+    )
+    name, *doubled = rscript(script, dict(os.environ), tmp_path).split()
+    assert name == "double"
+    assert [float(v) for v in doubled] == [3.0, 2 / 3, -4.0]
+    proof, *signed = fake.requests
+    assert is_proof_request(proof)
+    targets = ["/v2/models", "/v2/models/a%20b%2Fc", "/v2/models/a%20b%2Fc/infer"]
+    assert [r["target"] for r in signed] == targets
+    claims = [checked_signature(request, secret) for request in signed]
+    assert len({claim["nonce"] for claim in claims}) == len(claims), "nonces must be fresh"
+    assert signed[-1]["body"], "the infer request has a body"
+    assert secret not in repr(fake.requests)
+
+
+HMAC_CASES = [
+    ("s3cret", PROOF_LABEL + "00" * 32),  # the spec's reference value
+    ("k", ""),
+    ("k" * 100, "a key longer than a block, and a long message: " + "x" * 300),
+    ("sécret ✓", "ünïcode\nlines\n"),
+]
+
+
+def test_hmac_matches_pythons(tmp_path):
+    cases = tmp_path / "cases.json"
+    cases.write_text(json.dumps(HMAC_CASES), encoding="utf-8")
+    script = (
+        f"cases <- jsonlite::fromJSON('{cases}', simplifyVector = FALSE)\n"
+        "for (case in cases) cat(.mlbridge_hmac(case[[1]], case[[2]]), '\\n')"
+    )
+    expected = [
+        hmac.new(key.encode(), message.encode(), hashlib.sha256).hexdigest()
+        for key, message in HMAC_CASES
+    ]
+    assert rscript(script, dict(os.environ), tmp_path).split() == expected
+
+
+def test_signed_requests_are_accepted_and_checked_by_the_server(server, tmp_path):
+    script = SHOW + (
+        "conn <- mlbridge_connect(sign = TRUE)\n"
+        "show('gradient', mlbridge_gradient('box_volume', c(2, 4, 8), conn = conn))\n"
+        "show('value', mlbridge_predict('box_volume', rbind(c(2, 4, 8), c(1, 2, 3)), conn))\n"
+        # The server does check: the same signed request a second time is a replay.
+        "url <- paste0(conn$url, '/v2/models')\n"
+        "header <- c(Authorization = .mlbridge_signature(conn$token, 'GET', '/v2/models', raw()))\n"
+        "for (try in c('first', 'replay'))\n"
+        "  show(try, httr::status_code(.mlbridge_send(conn, 'GET', url, raw(), header)))\n"
+    )
+    found = shown(rscript(script, server.env, tmp_path))
+    np.testing.assert_array_equal(found["gradient"], [32, 16, 8])
+    np.testing.assert_array_equal(found["value"], [64, 6])
+    assert (found["first"][0], found["replay"][0]) == (200, 401)
+
+
+SUBJECT_ALT_NAMES = "DNS:localhost,IP:127.0.0.1,IP:::1"
+
+
+def self_signed_certificate(folder: Path, name: str) -> tuple[Path, Path]:
+    """A certificate for localhost and 127.0.0.1 made by the openssl command, and its key."""
+    cert, key = folder / f"{name}-cert.pem", folder / f"{name}-key.pem"
+    request = ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"]
+    names = ["-subj", "/CN=localhost", "-addext", f"subjectAltName={SUBJECT_ALT_NAMES}"]
+    subprocess.run(
+        [OPENSSL or "openssl", *request, *names, "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )
+    key.chmod(0o600)
+    return cert, key
+
+
+@pytest.fixture(scope="module")
+def tls_server(tmp_path_factory):
+    """A server on https with a self-signed certificate, which server.json names as ca_file."""
+    from support import start_server
+
+    if OPENSSL is None:
+        pytest.skip("the openssl command is not installed")
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = self_signed_certificate(folder, "server")
+    running = start_server(folder / "home", "--tls-cert", str(cert), "--tls-key", str(key))
+    yield running
+    running.stop()
+
+
+def test_https_server_found_through_server_json(tls_server, tmp_path):
+    assert tls_server.url.startswith("https://127.0.0.1:")
+    ca_file = tls_server.info["ca_file"]
+    script = (
+        "conn <- mlbridge_connect()\n"
+        "cat(conn$url, conn$ca_file, '\\n')\n"
+        "cat(mlbridge_models(conn = conn), '\\n')\n"
+        "cat(mlbridge_gradient('box_volume', c(2, 4, 8), conn = conn), '\\n')\n"
+        "signed <- mlbridge_connect(sign = TRUE)\n"
+        "cat(mlbridge_gradient('box_volume', c(1, 2, 3), conn = signed), '\\n')\n"
+    )
+    where, models, gradient, signed = rscript(script, tls_server.env, tmp_path).splitlines()
+    assert where.split() == [tls_server.url, str(Path(ca_file).resolve())]
+    assert "mnist" in models.split()
+    assert [float(v) for v in gradient.split()] == [32, 16, 8]
+    assert [float(v) for v in signed.split()] == [6, 3, 2]
+
+
+def test_https_certificate_is_always_verified(tls_server, tmp_path):
+    other, _ = self_signed_certificate(tmp_path, "other")
+    ca_file = tls_server.info["ca_file"]
+    nowhere = {k: v for k, v in os.environ.items() if k != "MLBRIDGE_HOME"}  # no server.json
+    explicit = f"mlbridge_connect('{tls_server.url}', '{tls_server.token_file}'"
+    trusted = f"mlbridge_models(conn = {explicit}, ca_file = '{ca_file}'))"
+    out = rscript(f"cat({trusted})", nowhere, tmp_path)
+    assert "mnist" in out.split()
+    refusals = [
+        error_of(f"mlbridge_models(conn = {explicit}))", nowhere, tmp_path),  # the system's store
+        error_of(f"mlbridge_models(conn = {explicit}, ca_file = '{other}'))", nowhere, tmp_path),
+        error_of(
+            f"mlbridge_models(conn = mlbridge_connect(ca_file = '{other}'))",
+            tls_server.env,
+            tmp_path,
+        ),
+    ]
+    for out in refusals:
+        assert out.startswith(f"mlbridge: GET {tls_server.url}/v2/health/proof?nonce="), out
+        assert "certificate" in out, out
+
+
+def test_ca_file_is_for_https_only(server, tmp_path):
+    cert = private_file(tmp_path / "cert.pem", "not used\n")
+    call = f"mlbridge_connect('{server.url}', '{server.token_file}', ca_file = '{cert}')"
+    out = error_of(call, server.env, tmp_path)
+    assert out.strip() == f"mlbridge: ca_file is for https servers; {server.url} is http"
+    call = f"mlbridge_connect('https://localhost:1', '{server.token_file}', ca_file = 'no.pem')"
+    out = error_of(call, server.env, tmp_path)
+    assert "CA file no.pem does not exist (expected a PEM certificate)" in out
