@@ -17,10 +17,12 @@ function logits = mlbridge_predict(model, x, conn)
 %   MLBRIDGE_CONNECT instead of finding the local server. MODEL may be a char
 %   vector or a string.
 %
-%   A request the server rejects (wrong shape, unknown model, bad secret)
-%   raises an error whose message is the server's explanation; its
-%   identifier is mlbridge:HTTP<status>, e.g. mlbridge:HTTP400 (or
-%   mlbridge:<code> when the server's reply names a code).
+%   A request the server rejects (wrong shape, unknown model) raises an
+%   error whose message is the server's explanation; its identifier is
+%   mlbridge:HTTP<status>, e.g. mlbridge:HTTP400 (or mlbridge:<code> when
+%   the server's reply names a code). A server that cannot prove it knows
+%   the secret (a wrong token file, say) gets no request with it:
+%   mlbridge:unproven.
 %
 %   Example:
 %     logits = mlbridge_predict('mnist', img);

@@ -1,23 +1,34 @@
 function reply = mlbridge_http(conn, method, path, body)
-%MLBRIDGE_HTTP Send one request with the Bearer secret; return the decoded JSON reply.
-%   Octave's webwrite cannot send a raw JSON body, so Octave goes through the
-%   system curl; MATLAB uses matlab.net.http, which, unlike webwrite, hands
-%   back the body of an error reply so that the server's message reaches you.
+%MLBRIDGE_HTTP Send one request with the secret; return the decoded JSON reply.
+%   The first request to a server with a secret waits for the server's proof that it
+%   knows the secret (MLBRIDGE_VERIFY_SERVER); then the secret goes as a Bearer token,
+%   or, with CONN.sign, only as a signature (MLBRIDGE_AUTHORIZATION). BODY is JSON text,
+%   sent as its UTF-8 bytes.
   if nargin < 4
     body = '';
   end
-  % A connection struct may have been built by hand, with strings: checked again here.
-  url = [mlbridge_check_url(conn.url) path];
-  token = mlbridge_text(conn.token, 'the token');
-  if exist('OCTAVE_VERSION', 'builtin')
-    [status, text] = mlbridge_http_curl(url, token, method, body);
-  else
-    [status, text] = mlbridge_http_matlab(url, token, method, body);
-  end
+  conn = checked(conn);
+  url = [conn.url path];
+  bytes = unicode2native(body, 'UTF-8');
+  mlbridge_verify_server(conn.url, conn.token, conn.ca_file);
+  authorization = mlbridge_authorization(conn, method, url, bytes);
+  [status, text] = mlbridge_send(url, method, bytes, authorization, conn.ca_file);
   if status < 200 || status >= 300
     raise_server_error(status, text, method, url);
   end
   reply = jsondecode(text);
+end
+
+function conn = checked(conn)
+  % A connection struct may have been built by hand, with strings and without the
+  % optional fields: checked, and completed, again here.
+  conn.url = mlbridge_check_url(conn.url);
+  conn.token = mlbridge_text(conn.token, 'the token');
+  if ~isfield(conn, 'ca_file') || isempty(conn.ca_file)
+    conn.ca_file = '';
+  end
+  conn.ca_file = mlbridge_text(conn.ca_file, 'the CA file');
+  conn.sign = isfield(conn, 'sign') && isequal(conn.sign, true);
 end
 
 function raise_server_error(status, text, method, url)

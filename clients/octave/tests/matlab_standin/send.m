@@ -1,11 +1,13 @@
 function response = send(request, uri, options)
 %SEND Test-only stand-in for the matlab.net.http.RequestMessage send method, through curl.
 %   Sends REQUEST's method, header fields and Body.Payload to URI; with options.UseProxy
-%   false no proxy is used (with true, curl's proxy variables apply). A request that gets
-%   no reply raises an error, as MATLAB's send throws matlab.net.http.HTTPException (the
-%   identifier here is the stand-in's). The response has StatusCode and Body.Payload (the
-%   raw bytes, kept when options.SavePayload is true) and Body.Data (empty unless
-%   ConvertResponse). The options it was given are kept in MLBRIDGE_STANDIN_OPTIONS.
+%   false no proxy is used (with true, curl's proxy variables apply); a CertificateFilename
+%   other than the documented 'default' is curl's cacert, the PEM file https is verified
+%   with. A request that gets no reply raises an error, as MATLAB's send throws
+%   matlab.net.http.HTTPException (the identifier here is the stand-in's). The response
+%   has StatusCode and Body.Payload (the raw bytes, kept when options.SavePayload is true)
+%   and Body.Data (empty unless ConvertResponse). The options it was given are kept in
+%   MLBRIDGE_STANDIN_OPTIONS.
   setappdata(0, 'MLBRIDGE_STANDIN_OPTIONS', options);
   folder = tempname();
   mkdir(folder);
@@ -15,6 +17,9 @@ function response = send(request, uri, options)
            sprintf('connect-timeout = "%d"', options.ConnectTimeout)};
   if ~options.UseProxy
     lines{end + 1} = 'noproxy = "*"';
+  end
+  if ~strcmp(options.CertificateFilename, 'default')
+    lines{end + 1} = sprintf('cacert = "%s"', options.CertificateFilename);
   end
   for field = request.Header
     lines{end + 1} = sprintf('header = "%s: %s"', field.Name, field.Value);
