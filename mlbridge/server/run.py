@@ -37,6 +37,7 @@ from ..settings import Settings
 from .app import create_app
 from .exposure import Exposure, served_secret
 from .files import LOG_FILE, LogBound, hold_lock, lock_paths
+from .memory import return_big_buffers
 from .reloading import Reloader
 from .transport import TransportLimits, guarded_protocol
 
@@ -94,6 +95,7 @@ def _serve(registry: ModelRegistry, settings: Settings, exposure: Exposure) -> N
     """Serve, with this server's locks held."""
     refuse_running_server(settings.home)
     allow_descriptors(settings.max_connections)
+    return_big_buffers()
     secret = served_secret(settings, new_secret())
     listener = bind(settings.host, settings.port)
     connection = Connection(
