@@ -204,3 +204,9 @@ def test_signed_requests_over_https_and_their_replay(remote, tls) -> None:
 def test_a_remote_http_url_is_refused_before_anything_is_sent() -> None:
     with pytest.raises(ConfigError, match="not https"):
         Client("http://192.0.2.1:8123", token="never-sent")
+
+
+def test_status_finds_and_verifies_the_https_server(remote) -> None:
+    done = mlbridge("status", home=remote.home)
+    assert done.returncode == 0, done.stderr
+    assert f"running at {remote.url}" in done.stdout
