@@ -14,6 +14,9 @@ import re
 import shutil
 import subprocess
 import sys
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -180,6 +183,14 @@ def test_http_errors_keep_their_status(results):
     assert wolfram_value(results["wrong-token-status"]) == 401
 
 
+def test_a_wrong_secret_fails_the_server_proof_and_is_not_sent(results, server):
+    assert wolfram_value(results["wrong-token-code"]) == "ServerProof"
+    assert wolfram_value(results["wrong-token-message"]) == (
+        f"the server at {server.url} could not prove it knows the secret; not sending it "
+        "(is this really your mlbridge server?)"
+    )
+
+
 def test_original_design_body_still_works(results):
     assert wolfram_value(results["original-status"]) == 200
     np.testing.assert_allclose(
@@ -290,8 +301,10 @@ def gradient_run(server, no_gradient_server, mnist, tmp_path_factory) -> tuple[d
     return found, out
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def python_client(server):
+    """A fresh client per test: a kept-alive connection may be closed by the server while the
+    Mathics3 scripts run, and the client does not reconnect."""
     from mlbridge.client import Client
 
     with Client(home=server.home) as client:
@@ -438,11 +451,22 @@ def fake_metadata(name: str, labels: list[str] | None = None) -> dict:
     return meta | ({"parameters": {"labels": labels}} if labels else {})
 
 
+FAKE_SECRET = "fake-secret"
+PROOF_PATH = "/v2/health/proof?nonce="
+
+
 def fake_reply(method: str, path: str, content_type: str) -> tuple[int, str, bytes]:
     """The scripted server's answer: JSON without a charset, as mlbridge sends it."""
+    from mlbridge.auth import server_proof
+
     rank3 = np.array([[[1.0, 2.0], [np.nan, -np.inf]]], dtype=np.float32)
+    if method == "GET" and path.startswith(PROOF_PATH):
+        proof = server_proof(FAKE_SECRET, path.removeprefix(PROOF_PATH))
+        return 200, "application/json", json.dumps({"proof": proof}).encode()
     if method == "GET" and path == "/v2":
         return 200, "application/json", b'{"name": "mlbridge", "version": "fake"}'
+    if method == "GET" and path == "/v2/models":
+        return 200, "application/json", b'{"models": [{"name": "rank3"}]}'
     if method == "GET" and path in ("/v2/models/labels", "/v2/models/rank3"):
         meta = fake_metadata(path.rsplit("/", 1)[1], LABELS if "labels" in path else None)
         return 200, "application/json", json.dumps(meta, ensure_ascii=False).encode()
@@ -457,9 +481,11 @@ def fake_reply(method: str, path: str, content_type: str) -> tuple[int, str, byt
     return 502, "text/html", HTML_502
 
 
-@pytest.fixture(scope="module")
-def fake_server(tmp_path_factory):
-    """A scripted HTTP server on a free port that records every request it is sent."""
+@contextmanager
+def recording_server(reply: Callable[[str, str, str], tuple[int, str, bytes]]):
+    """A scripted HTTP server on a free port: its URL and the requests it records (method,
+    path as on the request line, lowercased headers, body bytes); reply(method, path,
+    content type) gives (status, content type, body)."""
     import http.server
     import threading
 
@@ -470,11 +496,18 @@ def fake_server(tmp_path_factory):
             length = int(self.headers.get("Content-Length", 0))
             body = self.rfile.read(length) if length else b""
             headers = {k.lower(): v for k, v in self.headers.items()}
-            requests.append({"method": self.command, "path": self.path, "headers": headers})
-            status, content_type, data = fake_reply(
+            requests.append(
+                {
+                    "method": self.command,
+                    "path": self.path,
+                    "headers": headers,
+                    "body": body,
+                    "time": time.time(),
+                }
+            )
+            status, content_type, data = reply(
                 self.command, self.path, headers.get("content-type", "")
             )
-            del body
             self.send_response(status)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(data)))
@@ -489,11 +522,26 @@ def fake_server(tmp_path_factory):
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
-    token = tmp_path_factory.mktemp("fake") / "token"
-    token.write_text("fake-secret\n")
-    yield f"http://127.0.0.1:{httpd.server_address[1]}", token, requests
-    httpd.shutdown()
-    httpd.server_close()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}", requests
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def private_token(folder: Path, secret: str = FAKE_SECRET) -> Path:
+    """A token file as `mlbridge serve` writes it: the secret, mode 0600."""
+    token = folder / "token"
+    token.write_text(secret + "\n")
+    token.chmod(0o600)
+    return token
+
+
+@pytest.fixture(scope="module")
+def fake_server(tmp_path_factory):
+    """A scripted HTTP server on a free port that records every request it is sent."""
+    with recording_server(fake_reply) as (url, requests):
+        yield url, private_token(tmp_path_factory.mktemp("fake")), requests
 
 
 def wxf_inputs() -> dict[str, bytes]:
@@ -649,6 +697,18 @@ def test_every_request_names_the_format_it_accepts(transport_run):
     assert all(r["headers"]["user-agent"].startswith("Wolfram HTTPClient") for r in requests)
 
 
+def test_the_server_proves_itself_once_before_the_secret_is_sent(transport_run):
+    """One proof per (URL, secret) and session, without the secret, before any request with it."""
+    requests = transport_run[2]
+    proofs = [i for i, r in enumerate(requests) if r["path"].startswith(PROOF_PATH)]
+    assert len(proofs) == 1, [requests[i]["path"] for i in proofs]
+    proof = requests[proofs[0]]
+    assert "authorization" not in proof["headers"]
+    assert re.fullmatch(r"[0-9a-f]{64}", proof["path"].removeprefix(PROOF_PATH))
+    carrying = [i for i, r in enumerate(requests) if "authorization" in r["headers"]]
+    assert carrying and proofs[0] < min(carrying)
+
+
 def test_a_trailing_slash_in_the_url_gives_no_double_slash(transport_run, fake_server):
     results, _, requests = transport_run
     assert wolfram_value(results["fake-connect-url"]) == fake_server[0]
@@ -735,6 +795,370 @@ def test_training_report_plots_loss_and_accuracy(transport_run):
     assert '"ClientError", "cannot read a training report' in results["plot-missing-file"]
 
 
+# Trust (tests/auth_test.wl): the files and URLs the secret may go to, the server's proof,
+# HMAC-SHA256 against Python's hmac, and signed requests (docs/security.md).
+
+AUTH_SCRIPT = HERE / "tests" / "auth_test.wl"
+PROOF_FAILURE = (
+    "the server at {url} could not prove it knows the secret; not sending it "
+    "(is this really your mlbridge server?)"
+)
+RUNS_AS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
+HMAC_KEY_LENGTHS = (0, 1, 32, 63, 64, 65, 131, 7)
+HMAC_MESSAGE_LENGTHS = (0, 1, 55, 56, 63, 64, 65, 1000)
+
+
+def trust_home(root: Path, name: str, server, **modes) -> Path:
+    """A copy of the server's home with its files in the modes given (default: private)."""
+    home = root / name
+    home.mkdir()
+    token = home / "token"
+    token.write_text(server.token + "\n")
+    token.chmod(modes.get("token", 0o600))
+    document = {**server.info, "url": modes.get("url", server.url), "token_file": str(token)}
+    published = home / ("server.real.json" if modes.get("link") else "server.json")
+    published.write_text(json.dumps(document))
+    published.chmod(modes.get("json", 0o600))
+    if modes.get("link"):
+        (home / "server.json").symlink_to(published)
+    home.chmod(modes.get("folder", 0o700))
+    if modes.get("owner") is not None:
+        os.chown(home, modes["owner"], modes["owner"])
+    return home
+
+
+@pytest.fixture(scope="module")
+def trust_cases(server, tmp_path_factory) -> tuple[Path, dict[str, Path]]:
+    """Homes whose folder, server.json or token file others could touch, and a private one."""
+    root = tmp_path_factory.mktemp("trust")
+    cases = {
+        "private": {},
+        "open-folder": {"folder": 0o777},
+        "open-json": {"json": 0o644},
+        "open-token": {"token": 0o640},
+        "linked-json": {"link": True},
+        "remote-http": {"url": "http://example.org:8123"},
+    }
+    if RUNS_AS_ROOT:  # only root can give a folder away
+        cases["foreign"] = {"owner": 65534}
+    homes = {name: trust_home(root, name, server, **modes) for name, modes in cases.items()}
+    loose = root / "loose-token"
+    loose.write_text(server.token + "\n")
+    loose.chmod(0o644)
+    return root, homes
+
+
+def wolfram_bytes(data: bytes) -> str:
+    return "{" + ", ".join(str(b) for b in data) + "}"
+
+
+def hmac_cases() -> list[tuple[bytes, bytes]]:
+    """Keys and messages around SHA-256's block (64) and padding (55/56) lengths, random bytes."""
+    import random
+
+    rng = random.Random(20260512)
+    return [
+        (rng.randbytes(k), rng.randbytes(m))
+        for k, m in zip(HMAC_KEY_LENGTHS, HMAC_MESSAGE_LENGTHS, strict=True)
+    ]
+
+
+def liar_reply(method: str, path: str, content_type: str) -> tuple[int, str, bytes]:
+    """A server that answers every proof with a well-formed but wrong one, and anything else."""
+    from mlbridge.auth import server_proof
+
+    if path.startswith(PROOF_PATH):
+        proof = server_proof("some-other-secret", path.removeprefix(PROOF_PATH))
+        return 200, "application/json", json.dumps({"proof": proof}).encode()
+    return 200, "application/json", b'{"name": "mlbridge", "version": "liar"}'
+
+
+def stranger_reply(method: str, path: str, content_type: str) -> tuple[int, str, bytes]:
+    """A server that knows nothing of proofs (whatever took over a dead server's port)."""
+    if path.startswith(PROOF_PATH):
+        return 404, "text/html", b"<html>not found</html>"
+    return 200, "application/json", b'{"name": "mlbridge", "version": "stranger"}'
+
+
+@pytest.fixture(scope="module")
+def auth_run(server, trust_cases, tmp_path_factory) -> tuple[dict, dict]:
+    """Run tests/auth_test.wl once: its results, and what each scripted server was sent (and
+    their URLs, as "liar-url" and "stranger-url")."""
+    out = tmp_path_factory.mktemp("wolfram-auth")
+    cases = hmac_cases()
+    (out / "hmac.m").write_text(
+        "{" + ", ".join(f"{{{wolfram_bytes(k)}, {wolfram_bytes(m)}}}" for k, m in cases) + "}\n"
+    )
+    root, homes = trust_cases
+    with (
+        recording_server(liar_reply) as (liar, liar_requests),
+        recording_server(stranger_reply) as (stranger, stranger_requests),
+        recording_server(fake_reply) as (recorder, recorder_requests),
+    ):
+        env = {
+            **server.env,
+            "MLBRIDGE_TEST_PACKAGE": str(PACKAGE),
+            "MLBRIDGE_TEST_TRUST": str(root),
+            "MLBRIDGE_TEST_CASES": ",".join(homes),
+            "MLBRIDGE_TEST_LIAR_URL": liar,
+            "MLBRIDGE_TEST_STRANGER_URL": stranger,
+            "MLBRIDGE_TEST_RECORDER_URL": recorder,
+            "MLBRIDGE_TEST_FAKE_TOKEN": str(private_token(out)),
+            "MLBRIDGE_TEST_HMAC": str(out / "hmac.m"),
+            "PYTHONPATH": str(HERE / "tests"),
+        }
+        output = run_mathics(AUTH_SCRIPT, env, out)
+    found = parse_results(output)
+    assert found.get("done") == "True", f"the script stopped early:\n{output}"
+    sent = {"liar": liar_requests, "stranger": stranger_requests, "recorder": recorder_requests}
+    return found, sent | {"liar-url": liar, "stranger-url": stranger}
+
+
+def test_a_private_copy_of_the_home_connects(auth_run, server):
+    assert wolfram_value(auth_run[0]["trust-private"]) == server.url
+
+
+def test_a_home_folder_others_can_write_is_refused(auth_run, trust_cases):
+    home = trust_cases[1]["open-folder"]
+    assert wolfram_value(auth_run[0]["trust-open-folder"]) == [
+        "Untrusted",
+        f"{home} is writable by others (mode 777); run: chmod go-w {home}",
+    ]
+
+
+def test_connection_and_token_files_others_can_read_are_refused(auth_run, trust_cases):
+    results, homes = auth_run[0], trust_cases[1]
+    published = homes["open-json"] / "server.json"
+    assert wolfram_value(results["trust-open-json"]) == [
+        "Untrusted",
+        f"{published} is open to others (mode 644); run: chmod 600 {published}",
+    ]
+    token = homes["open-token"] / "token"
+    assert wolfram_value(results["trust-open-token"]) == [
+        "Untrusted",
+        f"{token} is open to others (mode 640); run: chmod 600 {token}",
+    ]
+
+
+def test_an_explicit_token_file_gets_the_same_check(auth_run, trust_cases):
+    loose = trust_cases[0] / "loose-token"
+    assert wolfram_value(auth_run[0]["trust-loose-token"]) == [
+        "Untrusted",
+        f"{loose} is open to others (mode 644); run: chmod 600 {loose}",
+    ]
+
+
+def test_symbolic_links_and_other_users_files_are_refused(auth_run, trust_cases):
+    results, homes = auth_run[0], trust_cases[1]
+    link = homes["linked-json"] / "server.json"
+    assert wolfram_value(results["trust-linked-json"]) == [
+        "Untrusted",
+        f"{link} is a symbolic link; refusing to trust it with secrets",
+    ]
+    if RUNS_AS_ROOT:
+        assert wolfram_value(results["trust-foreign"]) == [
+            "Untrusted",
+            f"{homes['foreign']} belongs to another user; refusing to trust it with secrets",
+        ]
+
+
+def test_http_goes_only_to_this_machine(auth_run):
+    results = auth_run[0]
+    for key, url in (
+        ("trust-remote-http", "http://example.org:8123"),
+        ("url-remote-http", "http://example.org:8123"),
+        ("url-userinfo", "http://127.0.0.1@example.org"),  # the host is example.org
+    ):
+        code, message = wolfram_value(results[key])
+        assert code == "ClientError", key
+        assert message.startswith(f"{url} is not on this machine; use https for a remote server")
+    assert wolfram_value(results["url-control"]) == [
+        "ClientError",
+        "the server URL holds a control character (code 10); refusing it",
+    ]
+    code, message = wolfram_value(results["url-scheme"])
+    assert code == "ClientError" and message.startswith("expected a server URL such as")
+    assert wolfram_value(results["url-accepted"]) == [None] * 7
+    assert wolfram_value(results["url-refused"]) == [True] * 7
+    code, message = wolfram_value(results["ca-file-on-http"])
+    assert code == "ClientError" and message.startswith('"CAFile" applies to https servers')
+
+
+def test_a_server_that_cannot_prove_the_secret_never_receives_it(auth_run):
+    results, sent = auth_run
+    urls = {
+        "liar": sent["liar-url"],
+        "liar-signed": sent["liar-url"],
+        "stranger": sent["stranger-url"],
+    }
+    for key, url in urls.items():
+        assert wolfram_value(results[key]) == ["ServerProof", PROOF_FAILURE.format(url=url)], key
+    for server_name in ("liar", "stranger"):
+        requests = sent[server_name]
+        assert requests, f"the {server_name} was never asked"
+        assert all(r["path"].startswith(PROOF_PATH) for r in requests), server_name
+        assert not any("authorization" in r["headers"] for r in requests), server_name
+        assert not any(FAKE_SECRET.encode() in r["body"] for r in requests), server_name
+    assert len(sent["liar"]) == 2  # each attempt asks anew: a failure is not remembered
+
+
+def test_the_proof_is_asked_once_per_url_and_secret(auth_run):
+    requests = auth_run[1]["recorder"]
+    proofs = [r for r in requests if r["path"].startswith(PROOF_PATH)]
+    assert len(proofs) == 1  # three connects, Bearer and signed, one proof
+    assert requests[0] is proofs[0]
+
+
+def test_signed_requests_verify_with_the_servers_own_check(auth_run):
+    """Every signed request the recorder got passes mlbridge's check_signed and check_body."""
+    import hashlib
+
+    from mlbridge.auth import TokenAuthenticator
+
+    results, sent = auth_run
+    rank3 = "{{{1., 2.}, {Indeterminate, -Infinity}}}"
+    assert results["recorder-bearer"] == results["recorder-signed-text"] == rank3
+    assert results["recorder-signed-wxf"] == rank3
+    assert wolfram_value(results["recorder-signed-models"]) == ["rank3"]
+    authenticator = TokenAuthenticator(FAKE_SECRET, Path("token"))
+    signed = [
+        r for r in sent["recorder"] if "MLBridge-HMAC" in r["headers"].get("authorization", "")
+    ]
+    bearer = [r for r in sent["recorder"] if "Bearer" in r["headers"].get("authorization", "")]
+    assert len(signed) >= 5 and bearer
+    assert all(r["headers"]["authorization"] == f"Bearer {FAKE_SECRET}" for r in bearer)
+    for request in signed:
+        header = request["headers"]["authorization"]
+        assert FAKE_SECRET not in header and FAKE_SECRET.encode() not in request["body"]
+        claim = authenticator.check_signed(
+            header, request["method"], request["path"], request["time"]
+        )
+        authenticator.check_body(claim, hashlib.sha256(request["body"]).hexdigest())
+    assert {r["method"] for r in signed} == {"GET", "POST"}
+    assert any(r["body"] for r in signed)
+
+
+def test_signed_requests_to_the_real_server(auth_run, server):
+    results = auth_run[0]
+    assert wolfram_value(results["signed-connect"]) == [server.url, True]
+    assert wolfram_value(results["signed-box"]) == [64.0, [16.0, 8.0, 4.0], [32.0, 16.0, 8.0]]
+    assert "box_volume" in wolfram_value(results["signed-models"])
+    code, message = wolfram_value(results["signed-error"])
+    assert code == "ShapeMismatch" and "got shape [1, 2]" in message
+    status, message = wolfram_value(results["signed-wrong-secret"])
+    assert status == 401 and "wrong signature" in message
+
+
+def test_hmac_sha256_equals_pythons_hmac(auth_run):
+    import hashlib
+    import hmac
+
+    results = auth_run[0]
+    cases = hmac_cases()
+    assert wolfram_value(results["hmac"]) == [
+        hmac.new(key, message, hashlib.sha256).hexdigest() for key, message in cases
+    ]
+    assert wolfram_value(results["sha256"]) == [hashlib.sha256(m).hexdigest() for _, m in cases]
+    reference = hmac.new(b"s3cret", b"mlbridge server proof v1\n" + b"00" * 32, hashlib.sha256)
+    assert wolfram_value(results["proof-reference"]) == reference.hexdigest()
+    secret = "sécret秘".encode()
+    assert wolfram_value(results["hmac-utf8"]) == (
+        hmac.new(secret, b"mlbridge server proof v1", hashlib.sha256).hexdigest()
+    )
+
+
+def test_nonces_are_fresh_lowercase_hex(auth_run):
+    nonces = wolfram_value(auth_run[0]["nonces"])
+    assert len(set(nonces)) == 3
+    assert all(re.fullmatch(r"[0-9a-f]{64}", nonce) for nonce in nonces)
+
+
+# HTTPS (tests/tls_test.wl): `mlbridge serve --tls-cert` with a certificate made here, trusted
+# through its CA file (server.json's "ca_file" or "CAFile"), reached through curl.
+
+TLS_SCRIPT = HERE / "tests" / "tls_test.wl"
+OPENSSL = Path("/usr/bin/openssl")
+
+
+def self_signed(folder: Path) -> tuple[Path, Path]:
+    """A certificate for localhost and 127.0.0.1 and its key (0600), made with openssl."""
+    folder.mkdir(parents=True, exist_ok=True)
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        [str(OPENSSL), "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
+         "-out", str(cert), "-days", "2", "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1"],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    key.chmod(0o600)
+    return cert, key
+
+
+@pytest.fixture(scope="module")
+def tls_run(server, tmp_path_factory) -> tuple[dict, Path, str]:
+    """Run tests/tls_test.wl against an https server: results, its certificate, its URL."""
+    from support import start_server
+
+    if not OPENSSL.exists() or shutil.which("curl") is None:
+        pytest.skip("the https test needs /usr/bin/openssl and curl")
+    root = tmp_path_factory.mktemp("tls")
+    cert, key = self_signed(root / "cert")
+    other_ca, _ = self_signed(root / "other")
+    running = start_server(root / "home", "--tls-cert", str(cert), "--tls-key", str(key))
+    try:
+        env = {
+            **running.env,
+            "MLBRIDGE_TEST_PACKAGE": str(PACKAGE),
+            "MLBRIDGE_TEST_OTHER_CA": str(other_ca),
+            "MLBRIDGE_TEST_HTTP_URL": server.url,
+            "MLBRIDGE_TEST_HTTP_TOKEN": str(server.token_file),
+            "PYTHONPATH": str(HERE / "tests"),
+        }
+        output = run_mathics(TLS_SCRIPT, env, root)
+    finally:
+        running.stop()
+    found = parse_results(output)
+    assert found.get("done") == "True", f"the script stopped early:\n{output}"
+    return found, cert, running.url
+
+
+def test_https_with_the_ca_file_from_server_json(tls_run):
+    results, cert, url = tls_run
+    assert url.startswith("https://127.0.0.1:")
+    assert wolfram_value(results["connect"]) == [url, str(cert), False]
+    assert wolfram_value(results["box"]) == [64.0, [16.0, 8.0, 4.0], [32.0, 16.0, 8.0]]
+    code, message = wolfram_value(results["error"])
+    assert code == "ShapeMismatch" and "got shape [1, 2]" in message
+    assert wolfram_value(results["signed"]) == [True, 64.0, [6.0, 3.0, 2.0]]
+
+
+def test_https_replies_equal_the_http_ones(tls_run):
+    results = tls_run[0]
+    https, http = wolfram_value(results["mnist-https"]), wolfram_value(results["mnist-http"])
+    assert len(https) == 10
+    assert https == http  # the same WXF float32 logits, bit for bit
+
+
+def test_https_with_an_explicit_url_and_ca_file(tls_run):
+    results, _, url = tls_run
+    assert wolfram_value(results["explicit"]) == url
+    assert wolfram_value(results["localhost"]) == url.replace("127.0.0.1", "localhost")
+    assert "box_volume" in wolfram_value(results["localhost-models"])
+
+
+def test_https_is_never_unverified(tls_run):
+    results, cert, url = tls_run
+    code, message = wolfram_value(results["no-ca"])
+    assert code == "NoServer"  # the kernel's own store does not vouch for it: nothing is sent
+    assert '"CAFile" -> the PEM file of its certificate' in message
+    code, message = wolfram_value(results["other-ca"])
+    assert code == "TLSError"
+    assert message.startswith(f"cannot verify the server at {url} with the CA file ")
+    assert "(curl: (60) SSL certificate problem" in message
+    code, message = wolfram_value(results["missing-ca"])
+    assert code == "ClientError" and message.startswith(f"cannot read the CA file {cert}.missing")
+
+
 # Install steps and the documentation review, statically: what no interpreter here can run.
 
 PACLET = HERE / "MLBridge"
@@ -746,8 +1170,10 @@ FLOOR = (12, 0)  # the oldest Wolfram Language the package supports
 INTRODUCED = {
     "$Failed": "1.0",
     "$HomeDirectory": "1.0",
+    "$InputFileName": "6.0",
     "$InternetProxyRules": "7.0",
     "$OperatingSystem": "1.0",
+    "All": "2.0",
     "AllTrue": "10.2",
     "AnyTrue": "10.2",
     "ArrayDepth": "1.0",
@@ -759,15 +1185,25 @@ INTRODUCED = {
     "Begin": "1.0",
     "BeginPackage": "1.0",
     "BinaryDeserialize": "11.1",
+    "BinaryFormat": "4.0",
+    "BinaryReadList": "6.0",
     "BinarySerialize": "11.1",
+    "BinaryWrite": "6.0",
+    "BitXor": "2.0",
     "ByteArray": "10.1",
     "ByteArrayToString": "11.2",
     "Cases": "1.0",
     "CharacterEncoding": "3.0",
+    "Characters": "2.0",
+    "Close": "1.0",
     "ColorConvert": "7.0",
+    "CreateFile": "7.0",
     "DataRange": "6.0",
+    "DeleteFile": "1.0",
+    "DigitCharacter": "5.1",
     "Dimensions": "1.0",
     "DirectedInfinity": "1.0",
+    "DirectoryName": "2.0",
     "End": "1.0",
     "EndOfString": "5.1",
     "EndPackage": "1.0",
@@ -780,11 +1216,16 @@ INTRODUCED = {
     "FileExistsQ": "7.0",
     "FileNameJoin": "7.0",
     "First": "1.0",
+    "Flatten": "1.0",
     "FreeQ": "1.0",
+    "FromDigits": "3.0",
     "Function": "1.0",
+    "GenerateSymmetricKey": "10.1",
+    "Get": "1.0",
     "GetEnvironment": "10.0",
     "GraphicsRow": "6.0",
     "HTTPRequest": "11.0",
+    "Hash": "1.0",
     "Head": "1.0",
     "HoldComplete": "3.0",
     "HoldPattern": "3.0",
@@ -799,7 +1240,9 @@ INTRODUCED = {
     "Infinity": "1.0",
     "InputForm": "1.0",
     "Integer": "1.0",
+    "IntegerDigits": "1.0",
     "IntegerQ": "1.0",
+    "IntegerString": "6.0",
     "Join": "1.0",
     "KeyValuePattern": "11.0",
     "Keys": "10.0",
@@ -813,8 +1256,10 @@ INTRODUCED = {
     "MatchQ": "1.0",
     "Max": "1.0",
     "MemberQ": "1.0",
+    "Method": "4.0",
     "Min": "1.0",
     "Missing": "6.0",
+    "Mod": "1.0",
     "Module": "2.0",
     "N": "1.0",
     "None": "2.0",
@@ -823,14 +1268,19 @@ INTRODUCED = {
     "NumberForm": "1.0",
     "NumberQ": "1.0",
     "NumericArray": "12.0",
+    "OpenRead": "1.0",
+    "OpenWrite": "1.0",
     "OptionQ": "2.0",
     "OptionValue": "1.0",
     "Options": "1.0",
     "OptionsPattern": "6.0",
+    "PadRight": "5.0",
     "PlotLabel": "1.0",
     "PlotLegends": "9.0",
+    "Position": "1.0",
     "ProcessEnvironment": "10.0",
     "Quiet": "6.0",
+    "Quotient": "1.0",
     "Range": "1.0",
     "Real": "1.0",
     "RegularExpression": "5.1",
@@ -839,6 +1289,7 @@ INTRODUCED = {
     "Replace": "1.0",
     "Rest": "1.0",
     "Return": "1.0",
+    "Riffle": "6.0",
     "Rule": "1.0",
     "RuleDelayed": "1.0",
     "RunProcess": "10.0",
@@ -847,22 +1298,31 @@ INTRODUCED = {
     "Short": "1.0",
     "SortBy": "6.0",
     "String": "1.0",
+    "StringDrop": "2.0",
+    "StringJoin": "1.0",
+    "StartOfString": "5.1",
     "StringLength": "1.0",
     "StringMatchQ": "1.0",
+    "StringPosition": "2.0",
     "StringQ": "2.0",
     "StringReplace": "1.0",
+    "StringSplit": "5.1",
     "StringTake": "2.0",
     "StringTrim": "5.1",
     "Switch": "1.0",
     "Take": "1.0",
     "Times": "1.0",
+    "ToCharacterCode": "2.0",
     "ToExpression": "1.0",
     "ToLowerCase": "1.0",
     "ToString": "1.0",
+    "ToUpperCase": "1.0",
     "Total": "5.0",
+    "Transpose": "1.0",
     "True": "1.0",
     "TrueQ": "1.0",
     "URLRead": "11.0",
+    "UnixTime": "10.1",
     "Values": "10.0",
     "Which": "1.0",
     "WhitespaceCharacter": "5.1",
@@ -874,8 +1334,10 @@ IMAGE_TYPES = {"Bit", "Byte", "Bit16", "Real32", "Real64"}  # ImageData's types 
 
 
 def package_code() -> str:
-    """The package without comments and string contents."""
-    code = re.sub(r"\(\*.*?\*\)", "", PACKAGE.read_text(), flags=re.S)
+    """The package (MLBridge.wl and the files it reads) without comments and string contents."""
+    sources = sorted(PACKAGE.parent.glob("*.wl"))
+    text = "\n".join(path.read_text() for path in sources if path.name != "init.wl")
+    code = re.sub(r"\(\*.*?\*\)", "", text, flags=re.S)
     return re.sub(r'"(?:\\.|[^"\\])*"', '""', code, flags=re.S)
 
 
@@ -905,6 +1367,9 @@ def test_paclet_has_the_files_its_documented_install_route_needs() -> None:
     assert '{"Kernel", Root -> "Kernel", Context -> "MLBridge`"}' in info
     assert 'BeginPackage["MLBridge`"]' in (PACLET / "Kernel" / "MLBridge.wl").read_text()
     assert "MLBridge.wl" in (PACLET / "Kernel" / "init.wl").read_text()
+    package = (PACLET / "Kernel" / "MLBridge.wl").read_text()
+    for helper in ("Crypto.wl", "Trust.wl", "Curl.wl"):  # read by MLBridge.wl from its folder
+        assert f'"{helper}"' in package and (PACLET / "Kernel" / helper).exists(), helper
 
 
 def test_readme_installs_with_documented_functions_only() -> None:

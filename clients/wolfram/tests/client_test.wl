@@ -59,10 +59,19 @@ original = URLRead[HTTPRequest[connection["URL"] <> "/mnist", <|"Method" -> "POS
 emit["original-status", original["StatusCode"]];
 emit["original-logits", ToExpression[original["Body"]]];
 
-Export[FileNameJoin[{Environment["MLBRIDGE_HOME"], "wrong-token"}], "not-the-secret", "Text"];
-wrongToken = MLBridgeConnect[connection["URL"],
-  "TokenFile" -> FileNameJoin[{Environment["MLBRIDGE_HOME"], "wrong-token"}]];
-emit["wrong-token-status", wrongToken[[2]]["Status"]];
+(* A wrong secret: the server cannot prove it knows it, so it is never sent. *)
+wrongTokenFile = FileNameJoin[{Environment["MLBRIDGE_HOME"], "wrong-token"}];
+Export[wrongTokenFile, "not-the-secret", "Text"];
+RunProcess[{"chmod", "600", wrongTokenFile}];
+wrongToken = MLBridgeConnect[connection["URL"], "TokenFile" -> wrongTokenFile];
+emit["wrong-token-code", wrongToken[[2]]["Code"]];
+emit["wrong-token-message", wrongToken[[2]]["MessageTemplate"]];
+(* Sent anyway (as if proved), it gets the server's 401 back as a Failure. *)
+emit["wrong-token-status", Block[{MLBridge`Private`$proven = <||>,
+    MLBridge`Private`$connection = <|"URL" -> connection["URL"], "Token" -> "not-the-secret",
+      "CAFile" -> None, "Sign" -> False|>},
+  MLBridge`Private`markProven[connection["URL"], "not-the-secret"];
+  MLBridgeModels[][[2]]["Status"]]];
 
 noServer = MLBridgeConnect["http://127.0.0.1:9", "TokenFile" -> connection["TokenFile"]];
 emit["no-server-code", noServer[[2]]["Code"]];

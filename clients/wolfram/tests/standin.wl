@@ -1,13 +1,16 @@
 (* Test-only stand-ins so that the real MLBridge package runs in Mathics3.
    Mathics3 lacks URLRead/HTTPRequest, RunProcess, FailureQ, BinarySerialize/BinaryDeserialize,
-   NumericArray, ByteArrayToString and ImportString[..., "RawJSON"]; its
-   ToExpression[text, InputForm, HoldComplete] evaluates the text before holding it, and its
+   NumericArray, ByteArrayToString, ImportString[..., "RawJSON"], BitXor, UnixTime and
+   GenerateSymmetricKey; its ToExpression[text, InputForm, HoldComplete] evaluates the text
+   before holding it, and its
    ToString[<|...|>, InputForm] writes a Unicode arrow for "->". These definitions supply them
    with the Wolfram Language's documented meaning, as far as MLBridge and its tests use it,
    including where that meaning is inconvenient: URLRead sends libcurl's default Accept header
    (any type) unless told otherwise, decodes "Body" by the reply's charset (ISO-8859-1 when it
-   names none), and gives $Failed with a URLRead::invhttp message when no server answers;
-   RunProcess merges ProcessEnvironment into the inherited environment.
+   names none), verifies an https server against the system's certificate store only (it takes
+   no CA file, as URLRead takes none), and gives $Failed with a URLRead::invhttp message when
+   no server answers; RunProcess merges ProcessEnvironment into the inherited environment and
+   runs real programs (stat, id, curl), feeding them standard input when given.
    HTTP, WXF and processes run in Python: pymathics/mlbridge_http.py, pymathics/wxf_standin.py.
    Load this file BEFORE the package, so that its names resolve to these System` symbols. *)
 
@@ -81,11 +84,29 @@ Protect[ToExpression];
 
 (* RunProcess[argv, opts] waits and gives <|"ExitCode", "StandardOutput", "StandardError"|>;
    ProcessEnvironment -> <|name -> value|> sets those variables on top of the inherited ones
-   (the reading under which a kernel's LD_LIBRARY_PATH would still reach the child). *)
+   (the reading under which a kernel's LD_LIBRARY_PATH would still reach the child).
+   RunProcess[argv, All, input] feeds the string input to its standard input. A program that
+   cannot be started gives $Failed and a message, as RunProcess::pnfd does. *)
 Options[System`RunProcess] = {System`ProcessEnvironment -> System`Inherited};
-System`RunProcess[argv_List, OptionsPattern[]] := With[
-  {done = Pymathics`RunArgv[argv, standinVariables[OptionValue[System`ProcessEnvironment]]]},
-  <|"ExitCode" -> done[[1]], "StandardOutput" -> done[[2]], "StandardError" -> done[[3]]|>];
+System`RunProcess::pnfd = "Program `1` not found.";
+System`RunProcess[argv_List, opts : OptionsPattern[]] := RunProcess[argv, All, None, opts];
+System`RunProcess[argv_List, All, input : (_String | None), OptionsPattern[]] := With[
+  {done = Pymathics`RunArgv[argv, standinVariables[OptionValue[System`ProcessEnvironment]],
+     input]},
+  If[done === $Failed, Message[RunProcess::pnfd, First[argv]]; $Failed,
+    <|"ExitCode" -> done[[1]], "StandardOutput" -> done[[2]], "StandardError" -> done[[3]]|>]];
 
 standinVariables[env_Association] := MapThread[List, {Keys[env], Values[env]}];
 standinVariables[_] := {};
+
+(* BitXor of non-negative integers (Mathics3 has no bitwise functions). *)
+System`BitXor[a_Integer?NonNegative, b_Integer?NonNegative] := Pymathics`BitwiseXor[a, b];
+
+(* UnixTime[]: whole seconds since 1970, UTC. *)
+System`UnixTime[] := Pymathics`UnixSeconds[];
+
+(* GenerateSymmetricKey[Method -> "AES256"]: a SymmetricKey whose "Key" is 32 bytes from the
+   system's CSPRNG (Python's secrets), as the WL documents "a high-entropy randomness source". *)
+System`GenerateSymmetricKey[Method -> "AES256"] :=
+  System`SymmetricKey[<|"Cipher" -> "AES256", "Key" -> Pymathics`RandomBytes[32], "KeySize" -> 256|>];
+System`SymmetricKey[key_Association][property_String] := key[property];

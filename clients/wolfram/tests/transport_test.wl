@@ -92,7 +92,8 @@ Print["MARK\tpackage unreachable start"];
 emit["package-unreachable", failureFields[MLBridgeConnect["http://127.0.0.1:9", "TokenFile" -> fakeToken]][[2]]];
 (* A server that went away during the session. *)
 emit["package-unreachable-predict", Block[
-  {MLBridge`Private`$connection = <|"URL" -> "http://127.0.0.1:9", "Token" -> "x"|>},
+  {MLBridge`Private`$connection = <|"URL" -> "http://127.0.0.1:9", "Token" -> "x",
+    "CAFile" -> None, "Sign" -> False|>},
   MLBridgePredict["box_volume", {2., 4., 8.}, "Transport" -> "Text"][[2]]["Code"]]];
 Print["MARK\tpackage unreachable end"];
 
@@ -100,6 +101,8 @@ Print["MARK\tpackage unreachable end"];
 
 scratch = Environment["MLBRIDGE_TEST_OUT"];
 Export[FileNameJoin[{scratch, "server.json"}], "{\"pid\": 1, \"token_file\": \"/nowhere\"}", "Text"];
+RunProcess[{"chmod", "600", FileNameJoin[{scratch, "server.json"}]}];
+RunProcess[{"chmod", "700", scratch}];
 emit["no-url", Block[{MLBridge`Private`homeDirectory}, MLBridge`Private`homeDirectory[] := scratch;
   MLBridgeConnect[]]];
 emit["bad-url", failureFields[MLBridgeConnect["127.0.0.1:8123", "TokenFile" -> fakeToken]]];

@@ -5,7 +5,9 @@ BeginPackage["MLBridge`"];
 
 MLBridgeConnect::usage =
   "MLBridgeConnect[] connects to the server described by $MLBRIDGE_HOME/server.json (default ~/.mlbridge). \
-MLBridgeConnect[url, \"TokenFile\" -> path] connects to a server elsewhere.";
+MLBridgeConnect[url, \"TokenFile\" -> path] connects to a server elsewhere: http on this machine, \
+https anywhere (\"CAFile\" -> pem names the certificate to trust). \"Sign\" -> True signs every \
+request instead of sending the secret.";
 MLBridgeModels::usage = "MLBridgeModels[] lists the names of the models the server serves.";
 MLBridgeModelInfo::usage =
   "MLBridgeModelInfo[model] gives the model's inputs, outputs, shapes and labels.";
@@ -37,6 +39,11 @@ an Association.";
 
 Begin["`Private`"];
 
+(* Helpers in files of their own, read into this context: HMAC and signatures, what may be
+   trusted with the secret, and HTTPS through curl when a CA file must be trusted. *)
+With[{folder = DirectoryName[$InputFileName]},
+  Get[FileNameJoin[{folder, #}]] & /@ {"Crypto.wl", "Trust.wl", "Curl.wl"}];
+
 (* ---- connection ------------------------------------------------------------------------ *)
 
 $connection = None;
@@ -64,40 +71,84 @@ readText[_] := $Failed;
 readJSON[text_String] := Quiet[ImportString[text, "RawJSON"]];
 readJSON[_] := $Failed;
 
-Options[MLBridgeConnect] = {"TokenFile" -> Automatic};
+Options[MLBridgeConnect] = {"TokenFile" -> Automatic, "CAFile" -> Automatic, "Sign" -> False};
 
-MLBridgeConnect[] := Module[{file, info},
-  file = FileNameJoin[{homeDirectory[], "server.json"}];
+(* server.json is trusted only in a folder no one else can write, closed to others itself;
+   its "ca_file" (an https server's certificate) is the default CA file. *)
+MLBridgeConnect[opts : OptionsPattern[]] := Module[
+  {home = homeDirectory[], file, info, refused},
+  file = FileNameJoin[{home, "server.json"}];
+  If[!FileExistsQ[file], Return[noServer["no readable server.json in " <> home]]];
+  refused = checkTrusted[{{home, "Folder"}, {file, "File"}}];
+  If[FailureQ[refused], Return[refused]];
   info = readJSON[readText[file]];
   Which[
-    !AssociationQ[info], noServer["no readable server.json in " <> homeDirectory[]],
+    !AssociationQ[info], noServer["no readable server.json in " <> home],
     !StringQ[info["url"]] || !StringQ[info["token_file"]],
       noServer[file <> " lacks \"url\" or \"token_file\"; it is not the file `mlbridge serve` writes"],
-    True, MLBridgeConnect[info["url"], "TokenFile" -> info["token_file"]]]];
+    True, MLBridgeConnect[info["url"], "TokenFile" -> info["token_file"],
+      "CAFile" -> Replace[OptionValue["CAFile"], Automatic :> publishedCAFile[info]],
+      "Sign" -> OptionValue["Sign"]]]];
 
+publishedCAFile[info_Association] :=
+  If[StringQ[info["ca_file"]] && info["ca_file"] =!= "", info["ca_file"], None];
+
+(* The token file gets the same check as server.json, whoever named it. The server proves it
+   knows the secret before the secret is first sent (sendRequest). *)
 MLBridgeConnect[address_String, OptionsPattern[]] := Module[
-  {url = serverURL[address], tokenFile, secret, reply},
+  {url = serverURL[address], sign = OptionValue["Sign"], caFile, tokenFile, refused, secret,
+   conn, reply},
   If[FailureQ[url], Return[url]];
+  If[!MemberQ[{True, False}, sign], Return[clientFailure["\"Sign\" must be True or False; got " <>
+    ToString[sign, InputForm], Missing["NotSent"]]]];
+  caFile = caFileFor[url, OptionValue["CAFile"]];
+  If[FailureQ[caFile], Return[caFile]];
   tokenFile = Replace[OptionValue["TokenFile"],
     Automatic :> FileNameJoin[{homeDirectory[], "token"}]];
-  secret = readText[tokenFile];
-  If[!StringQ[secret], Return[noServer["cannot read the token file " <> ToString[tokenFile]]]];
-  reply = getJSON[<|"URL" -> url, "Token" -> StringTrim[secret]|>, "/v2"];
+  If[!StringQ[tokenFile] || !FileExistsQ[tokenFile],
+    Return[noServer["cannot read the token file " <> ToString[tokenFile]]]];
+  refused = checkTrusted[{{tokenFile, "File"}}];
+  If[FailureQ[refused], Return[refused]];
+  secret = readSecret[tokenFile];
+  If[FailureQ[secret], Return[secret]];
+  conn = <|"URL" -> url, "Token" -> secret, "CAFile" -> caFile, "Sign" -> sign|>;
+  reply = getJSON[conn, "/v2"];
   If[FailureQ[reply], Return[reply]];
-  $connection = <|"URL" -> url, "Token" -> StringTrim[secret]|>;
+  $connection = conn;
   $modelInfo = <||>;
-  <|"URL" -> url, "TokenFile" -> tokenFile, "Server" -> reply["name"], "Version" -> reply["version"]|>];
+  <|"URL" -> url, "TokenFile" -> tokenFile, "Server" -> reply["name"], "Version" -> reply["version"],
+    "CAFile" -> caFile, "Sign" -> sign|>];
 
 (* Anything else: a Failure rather than an unevaluated call (e.g. server.json without a url). *)
-MLBridgeConnect[args___] /; !MatchQ[{args}, {} | {_String, OptionsPattern[]}] := clientFailure[
-  "expected MLBridgeConnect[] or MLBridgeConnect[url, \"TokenFile\" -> path]; got the " <>
-  "arguments " <> ToString[{args}, InputForm], Missing["NotSent"]];
+MLBridgeConnect[args___] /; !MatchQ[{args}, {OptionsPattern[]} | {_String, OptionsPattern[]}] :=
+  clientFailure["expected MLBridgeConnect[] or MLBridgeConnect[url, \"TokenFile\" -> path]; " <>
+    "got the arguments " <> ToString[{args}, InputForm], Missing["NotSent"]];
 
-(* The server's address without trailing slashes (paths are appended to it). *)
+(* The server's address without trailing slashes (paths are appended to it), if the secret
+   may go there. *)
 serverURL[address_String] := With[{url = StringReplace[address, "/" .. ~~ EndOfString -> ""]},
-  If[StringMatchQ[url, RegularExpression["https?://[^/\\s]+(/\\S*)?"]], url,
-    clientFailure["expected a server URL such as http://127.0.0.1:8123; got " <>
-      ToString[address, InputForm], Missing["NotSent"]]]];
+  With[{problem = urlProblem[url]},
+    If[problem === None, url, clientFailure[problem, Missing["NotSent"]]]]];
+
+(* The PEM file that vouches for an https server's certificate; None: the kernel's own store. *)
+caFileFor[_, Automatic | None] := None;
+caFileFor[url_String, file_String] := Which[
+  urlParts[url]["Scheme"] =!= "https", clientFailure["\"CAFile\" applies to https servers; " <>
+    url <> " is http", Missing["NotSent"]],
+  !FileExistsQ[file], clientFailure["cannot read the CA file " <> file <>
+    " (the PEM certificate that vouches for the server)", Missing["NotSent"]],
+  True, file];
+caFileFor[_, other_] := clientFailure["\"CAFile\" must name a PEM file; got " <>
+  ToString[other, InputForm], Missing["NotSent"]];
+
+readSecret[file_String] := With[{text = readText[file]},
+  Which[
+    !StringQ[text], noServer["cannot read the token file " <> file],
+    StringTrim[text] === "", clientFailure["the token file " <> file <> " is empty",
+      Missing["NotSent"]],
+    controlCharacterQ[StringTrim[text]], clientFailure["the token file " <> file <>
+      " holds control characters; it is not a token `mlbridge serve` writes", Missing["NotSent"]],
+    True, StringTrim[text]]];
 
 (* Every call connects on first use, so a session can start with MLBridgePredict. *)
 connection[] := If[AssociationQ[$connection], $connection,
@@ -107,21 +158,71 @@ connection[] := If[AssociationQ[$connection], $connection,
 
 jsonType = "application/json";
 
-(* Accept names the format wanted: the server lets it choose the reply's format, and URLRead
-   would otherwise send its default, which accepts any type. *)
-requestHeaders[conn_, accept_String] :=
-  {"Authorization" -> "Bearer " <> conn["Token"], "Accept" -> accept};
+(* The server proves it knows the secret before the secret, or a signature made with it, first
+   goes to it; a success is remembered for the session, per URL and secret. *)
+$proven = <||>;
 
-(* One exchange: {status, media type, body bytes}, or a NoServer Failure when nothing answers
-   (URLRead gives $Failed with a message, or a Failure, depending on the version). The body is
-   read as bytes: "Body" would decode JSON, which names no charset, as ISO-8859-1. *)
-sendRequest[conn_, method_String, path_String, body_, type_String] := Module[{request, reply},
-  request = HTTPRequest[conn["URL"] <> path, <|"Method" -> method,
-    "Headers" -> requestHeaders[conn, type], "Body" -> body, "ContentType" -> type|>];
+provenKey[url_String, secret_String] := {url, sha256Hex[utf8Bytes[secret]]};
+markProven[url_String, secret_String] := ($proven = Join[$proven, <|provenKey[url, secret] -> True|>]);
+
+proveServer[conn_] := If[TrueQ[$proven[provenKey[conn["URL"], conn["Token"]]]], True,
+  With[{result = askProof[conn]},
+    If[result === True, markProven[conn["URL"], conn["Token"]]; True, result]]];
+
+(* GET /v2/health/proof?nonce=N, without the secret: the answer must be HMAC(secret, label+N).
+   Nothing answering is NoServer, as for any request; any other answer is a refusal. *)
+askProof[conn_] := Module[{nonce = randomHex[], reply, value},
+  reply = exchange[conn, "GET", "/v2/health/proof?nonce=" <> nonce, {}, jsonType, {}];
+  If[FailureQ[reply], Return[reply]];
+  value = If[reply[[1]] === 200 && reply[[2]] === jsonType, readJSON[bodyText[reply[[3]]]], $Failed];
+  If[AssociationQ[value] && sameText[value["proof"], expectedProof[conn["Token"], nonce]], True,
+    Failure["MLBridge", <|"MessageTemplate" -> "the server at " <> conn["URL"] <> " could not " <>
+      "prove it knows the secret; not sending it (is this really your mlbridge server?)",
+      "Status" -> reply[[1]], "Code" -> "ServerProof"|>]]];
+
+(* Bearer sends the secret itself; a signature covers the method, the target as sent, the
+   time, a fresh nonce and the exact body bytes, and the secret never leaves. *)
+authorization[conn_, method_String, path_String, bytes_List] := If[TrueQ[conn["Sign"]],
+  signedAuthorization[conn["Token"], method, urlParts[conn["URL"]]["Path"] <> path, bytes],
+  "Bearer " <> conn["Token"]];
+
+bodyBytes[bytes_ByteArray] := Normal[bytes];
+bodyBytes[text_String] := utf8Bytes[text];
+bodyBytes[_] := {};
+
+(* One exchange that carries the secret: {status, media type, body bytes}, or a Failure (NoServer
+   when nothing answers). The body goes as bytes, the ones signed. *)
+sendRequest[conn_, method_String, path_String, body_, type_String] := Module[
+  {bytes = bodyBytes[body], proven = proveServer[conn]},
+  If[FailureQ[proven], Return[proven]];
+  exchange[conn, method, path, bytes, type,
+    {"Authorization" -> authorization[conn, method, path, bytes]}]];
+
+(* Accept names the format wanted: the server lets it choose the reply's format, and URLRead
+   would otherwise send its default, which accepts any type. An https server vouched for by a
+   CA file is reached through curl (Curl.wl), everything else through URLRead. *)
+exchange[conn_, method_String, path_String, bytes_List, type_String, auth_List] := With[
+  {headers = Join[auth, {"Accept" -> type}]},
+  If[StringQ[conn["CAFile"]],
+    curlExchange[method, conn["URL"], path, Join[headers, {"Content-Type" -> type}], bytes,
+      conn["CAFile"]],
+    urlReadExchange[conn, method, path, bytes, type, headers]]];
+
+(* URLRead gives $Failed with a message, or a Failure, depending on the version, when nothing
+   answers. The body is read as bytes: "Body" would decode JSON, which names no charset, as
+   ISO-8859-1. *)
+urlReadExchange[conn_, method_String, path_String, bytes_List, type_String, headers_List] := Module[
+  {request, reply},
+  request = HTTPRequest[conn["URL"] <> path, <|"Method" -> method, "Headers" -> headers,
+    "Body" -> If[bytes === {}, "", ByteArray[bytes]], "ContentType" -> type|>];
   reply = Quiet[URLRead[request, {"StatusCode", "ContentType", "BodyByteArray"}]];
   If[FailureQ[reply] || !AssociationQ[reply] || !IntegerQ[reply["StatusCode"]],
-    noServer["no answer from " <> conn["URL"] <> proxyNote[]],
+    noServer["no answer from " <> conn["URL"] <> httpsNote[conn["URL"]] <> proxyNote[]],
     {reply["StatusCode"], mediaType[reply["ContentType"]], reply["BodyByteArray"]}]];
+
+httpsNote[url_String] := If[urlParts[url]["Scheme"] === "https",
+  "; an https server whose certificate the kernel's own store does not vouch for needs " <>
+  "\"CAFile\" -> the PEM file of its certificate (server.json's \"ca_file\")", ""];
 
 mediaType[type_String] := ToLowerCase[StringTrim[StringReplace[type, ";" ~~ ___ -> ""]]];
 mediaType[_] := "";
@@ -399,11 +500,12 @@ MLBridgeClassify[model_String, data_, n_Integer, opts : OptionsPattern[]] := Mod
 $passedVariables = {"HOME", "PATH", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR",
   "TZ", "SYSTEMROOT", "USERPROFILE", "APPDATA", "LOCALAPPDATA", "TEMP", "TMP"};
 
-(* A list of "NAME" -> "value" rules. *)
-cleanEnvironment[] := Module[{all = GetEnvironment[]},
+(* A list of "NAME" -> "value" rules; extra names more variables to pass. *)
+cleanEnvironment[] := cleanEnvironment[{}];
+cleanEnvironment[extra_List] := Module[{all = GetEnvironment[]},
   all = If[AssociationQ[all], Normal[all], all];
   Select[all, StringQ[Last[#]] && Last[#] =!= "" &&
-    (MemberQ[$passedVariables, First[#]] || StringMatchQ[First[#], "MLBRIDGE_" ~~ ___]) &]];
+    (MemberQ[Join[$passedVariables, extra], First[#]] || StringMatchQ[First[#], "MLBRIDGE_" ~~ ___]) &]];
 
 serverEnvironment["Windows"] := Join[cleanEnvironment[], {"PYTHONPATH" -> "", "PYTHONHOME" -> ""}];
 serverEnvironment[_] := cleanEnvironment[];
@@ -413,6 +515,15 @@ serverCommand[command_String, args_List, env_List] :=
 serverCommand[command_String, args_List, _List, "Windows"] := Join[{command}, args];
 serverCommand[command_String, args_List, env_List, _] :=
   Join[{"/usr/bin/env", "-i"}, First[#] <> "=" <> Last[#] & /@ env, {command}, args];
+
+(* A system program (stat, id, curl) run the same way, so that the kernel's own library paths
+   cannot break it; input, when a string, is its standard input. <|"ExitCode", ...|> or $Failed. *)
+helperProcess[argv_List] := helperProcess[argv, None, {}];
+helperProcess[argv_List, input_, extra_List] := With[{env = cleanEnvironment[extra]},
+  With[{command = serverCommand[First[argv], Rest[argv], env]},
+    Quiet[If[StringQ[input],
+      RunProcess[command, All, input, ProcessEnvironment -> Association @@ env],
+      RunProcess[command, ProcessEnvironment -> Association @@ env]]]]];
 
 Options[MLBridgeStartServer] = {"Command" -> "mlbridge", "Arguments" -> {}};
 

@@ -13,7 +13,9 @@ above on PYTHONPATH).
 - MakeNumericArray/NumericArrayNormal: NumericArray as an atom, and its Normal.
 - BytesToText: ByteArrayToString (UTF-8; an invalid byte stands for its own code point).
 - RawJSONString, HeldParse, RunArgv: ImportString[..., "RawJSON"], a ToExpression that
-  holds, RunProcess (with ProcessEnvironment merged into the inherited environment).
+  holds, RunProcess (with ProcessEnvironment merged into the inherited environment, and
+  standard input).
+- BitwiseXor, UnixSeconds, RandomBytes: BitXor, UnixTime[], GenerateSymmetricKey's key bytes.
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ import io
 import json
 import os
 import re
+import secrets
 import subprocess
+import time
 import urllib.error
 import urllib.request
 
@@ -303,10 +307,61 @@ class RunArgv(Builtin):
 
     summary_text = "run a program and wait for it (test-only)"
 
-    def eval(self, argv, variables, evaluation):
-        "RunArgv[argv_List, variables_List]"
+    def eval(self, argv, variables, stdin, evaluation):
+        "RunArgv[argv_List, variables_List, stdin_]"
         words = [element.value for element in argv.elements]
         pairs = [(pair.elements[0].value, pair.elements[1].value) for pair in variables.elements]
         env = {**os.environ, **dict(pairs)}
-        done = subprocess.run(words, env=env, capture_output=True, text=True, timeout=TIMEOUT_S * 4)
+        given = stdin.value if isinstance(stdin, String) else None
+        try:
+            done = subprocess.run(
+                words, env=env, input=given, capture_output=True, text=True, timeout=TIMEOUT_S * 4
+            )
+        except OSError:
+            return Symbol("System`$Failed")
         return ListExpression(Integer(done.returncode), String(done.stdout), String(done.stderr))
+
+
+class BitwiseXor(Builtin):
+    """
+    <dl>
+      <dt>'BitwiseXor'[$a$, $b$]
+      <dd>the bitwise exclusive or of two non-negative integers, as BitXor gives it.
+    </dl>
+    """
+
+    summary_text = "BitXor (test-only)"
+
+    def eval(self, a, b, evaluation):
+        "BitwiseXor[a_Integer, b_Integer]"
+        return Integer(a.value ^ b.value)
+
+
+class UnixSeconds(Builtin):
+    """
+    <dl>
+      <dt>'UnixSeconds'[]
+      <dd>whole seconds since 1970-01-01 UTC, as UnixTime[] gives them.
+    </dl>
+    """
+
+    summary_text = "UnixTime (test-only)"
+
+    def eval(self, evaluation):
+        "UnixSeconds[]"
+        return Integer(int(time.time()))
+
+
+class RandomBytes(Builtin):
+    """
+    <dl>
+      <dt>'RandomBytes'[$n$]
+      <dd>a ByteArray of $n$ bytes from the system's CSPRNG.
+    </dl>
+    """
+
+    summary_text = "random key bytes (test-only)"
+
+    def eval(self, n, evaluation):
+        "RandomBytes[n_Integer]"
+        return ByteArray(bytearray(secrets.token_bytes(n.value)))
