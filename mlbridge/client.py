@@ -36,6 +36,8 @@ from .protocol import numpy_dtype
 from .settings import load_settings
 
 TIMEOUT_S = 300
+# What a request on a kept-alive connection meets when the server closed it while idle.
+STALE_CONNECTION = (BrokenPipeError, ConnectionResetError, http.client.RemoteDisconnected)
 
 
 class ServerError(MLBridgeError):
@@ -219,24 +221,29 @@ class Client:
         secret: bool = True,
     ) -> tuple[int, dict[str, str], bytes]:
         headers = dict(headers or {})
-        if self._token and secret:
-            if not self._verified:
-                self._verify_server(self._token)
-            headers["Authorization"] = (
-                sign_request(self._token, method, path, body or b"")
-                if self._sign
-                else f"Bearer {self._token}"
-            )
-        try:
-            self._connection.request(method, path, body=body, headers=headers)
-            response = self._connection.getresponse()
-            data = response.read()
-        except (ConnectionError, OSError) as error:
-            self._connection.close()
-            raise ConfigError(
-                f"cannot reach the mlbridge server at {self.url} ({error}); "
-                "start one with 'mlbridge serve'"
-            ) from None
+        if self._token and secret and not self._verified:
+            self._verify_server(self._token)
+        for attempt in range(2):
+            if self._token and secret:
+                headers["Authorization"] = (
+                    sign_request(self._token, method, path, body or b"")  # a fresh nonce each try
+                    if self._sign
+                    else f"Bearer {self._token}"
+                )
+            reused = self._connection.sock is not None
+            try:
+                self._connection.request(method, path, body=body, headers=headers)
+                response = self._connection.getresponse()
+                data = response.read()
+                break
+            except (ConnectionError, OSError) as error:
+                self._connection.close()
+                if reused and attempt == 0 and isinstance(error, STALE_CONNECTION):
+                    continue  # the server closed a kept-alive connection that sat idle: reopen
+                raise ConfigError(
+                    f"cannot reach the mlbridge server at {self.url} ({error}); "
+                    "start one with 'mlbridge serve'"
+                ) from None
         reply_headers = {k.lower(): v for k, v in response.getheaders()}
         if response.status >= 400:
             raise ServerError(response.status, _error_message(data, response.status))

@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -133,3 +136,35 @@ def test_a_model_of_several_inputs_needs_a_dict() -> None:
 )
 def test_error_messages_come_from_json_or_the_body(body: bytes, message: str) -> None:
     assert _error_message(body, 502) == message
+
+
+class ClosingHandler(BaseHTTPRequestHandler):
+    """Answers as if keeping the connection alive, then closes it (an idle timeout's effect)."""
+
+    protocol_version = "HTTP/1.1"
+    connections: ClassVar[list[int]] = []
+
+    def do_GET(self) -> None:
+        self.connections.append(self.client_address[1])  # a new port per connection
+        body = b'{"live": true}'
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+        self.close_connection = True
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_connection_the_server_closed_while_idle_is_reopened_once() -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), ClosingHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with Client(f"http://127.0.0.1:{server.server_address[1]}") as client:
+            assert client.live() and client.live() and client.live()
+        assert len(set(ClosingHandler.connections)) == 3  # each request after the first reopened
+    finally:
+        server.shutdown()
+        server.server_close()
