@@ -220,6 +220,7 @@ OUR_PACKAGES = [
     "httptools",
     "starlette",
     "orjson",
+    "pysimdjson",
     "onnxruntime",
     "numpy",
     "ai-edge-litert",

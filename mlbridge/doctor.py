@@ -73,7 +73,7 @@ class Extra:
 EXTRAS = (
     Extra(
         "",
-        ("onnxruntime", "onnx", "numpy", "orjson", "starlette", "uvicorn", "click"),
+        ("onnxruntime", "onnx", "numpy", "orjson", "simdjson", "starlette", "uvicorn", "click"),
         "serving .onnx models",
     ),
     Extra("tflite", ("ai_edge_litert",), "serving .tflite models"),

@@ -27,6 +27,7 @@ import orjson
 
 from ..errors import BadRequest, PayloadError
 from ..protocol import InferenceRequest, InferenceResponse, numpy_dtype, v2_datatype
+from .json_tensors import load_with_arrays
 
 JSON_MEDIA_TYPE = "application/json"
 BINARY_MEDIA_TYPE = "application/octet-stream"
@@ -80,7 +81,7 @@ def json_values(array: np.ndarray) -> Any:
 def decode_request(body: bytes, header_length: str | None = None) -> InferenceRequest:
     """Read a V2 infer request, JSON alone or JSON followed by binary tensors."""
     header, binary = _split(body, header_length)
-    document = loads(header)
+    document = _load_tensors(header, "inputs")
     if not isinstance(document, dict) or not isinstance(document.get("inputs"), list):
         raise PayloadError('expected a JSON object with an "inputs" list')
     offset = 0
@@ -99,6 +100,12 @@ def decode_request(body: bytes, header_length: str | None = None) -> InferenceRe
         parameters=parameters,
         binary_outputs=_binary_outputs(parameters, document.get("outputs")),
     )
+
+
+def _load_tensors(header: bytes, section: str) -> Any:
+    """The JSON header; large numeric ``data`` of ``section`` come as arrays already."""
+    document = load_with_arrays(header, section)
+    return loads(header) if document is None else document
 
 
 def _split(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
@@ -180,8 +187,9 @@ def json_numbers(where: str, data: Any, dtype: np.dtype) -> np.ndarray:
 
     Strings, numbers beyond 64 bits, fractions for integer datatypes and
     values outside the datatype's range are a PayloadError that names them.
+    ``data`` may also be the array :mod:`.json_tensors` read such numbers into.
     """
-    found = _flat_reals(data)
+    found = data if isinstance(data, np.ndarray) else _flat_reals(data)
     if found is None:
         try:
             found = np.asarray(data)
@@ -227,7 +235,7 @@ def _cast_numbers(where: str, found: np.ndarray, dtype: np.dtype) -> np.ndarray:
     if found.dtype.kind == "f" and not np.array_equal(found, np.trunc(found)):
         raise PayloadError(f"{where}: 'data' holds fractions; {dtype.name} takes whole numbers")
     low, high = (0, 1) if dtype.kind == "b" else (np.iinfo(dtype).min, np.iinfo(dtype).max)
-    if found.min() < low or found.max() > high:
+    if found.min().item() < low or found.max().item() > high:  # exactly, 2.0**63 too
         raise PayloadError(
             f"{where}: 'data' holds values outside {dtype.name}'s range {low} to {high}"
         )
@@ -342,7 +350,7 @@ def encode_request(inputs: dict[str, np.ndarray]) -> tuple[bytes, dict[str, str]
 def decode_response(body: bytes, header_length: str | None = None) -> InferenceResponse:
     """Read a V2 infer response, JSON alone or JSON followed by binary tensors."""
     header, binary = _split(body, header_length)
-    document = loads(header)
+    document = _load_tensors(header, "outputs")
     if not isinstance(document, dict) or not isinstance(document.get("outputs"), list):
         raise PayloadError('expected a JSON object with an "outputs" list')
     offset, outputs = 0, {}
