@@ -10,6 +10,7 @@ import pytest
 from mlbridge.codecs.mathematica import (
     MathematicaCodec,
     _parse_strictly,
+    _read_as_json,
     format_list,
     parse_list,
 )
@@ -140,3 +141,47 @@ def test_fast_path_agrees_with_the_strict_parser_on_random_bodies() -> None:
             accepted += 1
             assert fast.shape == strict.shape and np.array_equal(fast, strict), body
     assert accepted > 500  # the alphabet makes enough valid bodies to mean something
+
+
+# The first 13 read as JSON once fixed up; the rest take numpy's route or are errors.
+NUMBER_SPELLINGS = ["0.", "-0.", ".5", "-.5", "1.5*^-7", "2.*^3", "7", "-12", "0.25", "3.*^-2",
+                    "1.7976931348623157*^308", "4.9*^-324", "123456789012345678", "+1", "1.2.3",
+                    "1e5", "007", "2.5`10.", "- 1", "1-2", "1*^999"]  # fmt: skip
+
+
+def test_the_json_route_reads_inputform_numbers_as_numpy_does() -> None:
+    """Large bodies go through simdjson (``_read_as_json``); whatever it accepts must equal
+    the step-by-step parser's result, and what it declines falls back with the same errors."""
+    rng = random.Random(1)
+    taken = 0
+    for _ in range(400):
+        rows, columns = rng.randint(1, 12), rng.randint(1, 40)
+        spellings = NUMBER_SPELLINGS[: rng.choice([13, 13, 16, len(NUMBER_SPELLINGS)])]
+        cells = [[rng.choice(spellings) for _ in range(columns)] for _ in range(rows)]
+        separator = rng.choice([", ", ",", " , "])
+        body = ("{" + separator.join("{" + separator.join(r) + "}" for r in cells) + "}").encode()
+        if len(body) < 512:
+            body = b" " * (512 - len(body)) + body
+        fast = strict = None
+        try:
+            fast = parse_list(body)
+        except PayloadError as error:
+            fast = str(error)
+        try:
+            strict = _parse_strictly(body.strip())
+        except PayloadError as error:
+            strict = str(error)
+        if isinstance(fast, str) or isinstance(strict, str):
+            assert isinstance(fast, str) and isinstance(strict, str), body
+            continue
+        assert fast.shape == strict.shape and np.array_equal(fast, strict), body
+        taken += _read_as_json(body.strip()) is not None
+    assert taken > 100  # the route is really exercised
+
+
+def test_a_typical_inputform_body_takes_the_json_route() -> None:
+    body = format_list(np.random.default_rng(0).random((20, 28), dtype=np.float32)).encode()
+    body = body.replace(b"0.", b".", 5) + b" "  # some bare-point spellings too
+    values = _read_as_json(body.strip())
+    assert values is not None and values.dtype == np.float64
+    np.testing.assert_array_equal(values.reshape(20, 28), _parse_strictly(body.strip()))
