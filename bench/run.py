@@ -622,18 +622,47 @@ def original_parser(bench: Bench) -> None:
         timeout=ORIGINAL_PARSER_TIMEOUT_S,
         preexec_fn=servers._affinity,
     )
+    ours = subprocess.run(  # mlbridge's parser on the same file, as the servers import it
+        [sys.executable, "-c", OUR_PARSER_PROBE, str(path), str(bench.plan.repetitions)],
+        capture_output=True,
+        text=True,
+        timeout=ORIGINAL_PARSER_TIMEOUT_S,
+        preexec_fn=servers._affinity,
+        env={**os.environ, **servers.mlbridge_env()[0]},
+        cwd=servers.mlbridge_env()[1],
+    )
     path.unlink()
-    if done.returncode != 0:
-        bench.say(f"the original parser failed: {done.stderr[-500:]}")
+    if done.returncode != 0 or ours.returncode != 0:
+        bench.say(f"a parser failed: {done.stderr[-500:]} {ours.stderr[-500:]}")
         return
     seconds, *_, max_rss_kb = done.stdout.split()
+    our_seconds, *_, our_rss_kb = ours.stdout.split()
     bench.results["original_parser"] = {
         "images": count,
         "bytes": len(text),
         "seconds": float(seconds),
         "max_rss_mb": int(max_rss_kb) / 1000,
+        "mlbridge_seconds": float(our_seconds),
+        "mlbridge_max_rss_mb": int(our_rss_kb) / 1000,
     }
-    bench.say(f"original parser: {float(seconds):.1f} s, {int(max_rss_kb) / 1e6:.1f} GB peak")
+    bench.say(
+        f"original parser: {float(seconds):.1f} s, {int(max_rss_kb) / 1e6:.1f} GB peak; "
+        f"mlbridge's: {float(our_seconds):.2f} s (median), {int(our_rss_kb) / 1e3:.0f} MB peak"
+    )
+
+
+OUR_PARSER_PROBE = (
+    "import resource, statistics, sys, time\n"
+    "from mlbridge.codecs.mathematica import parse_list\n"
+    "data = open(sys.argv[1], 'rb').read()\n"
+    "times = []\n"
+    "for _ in range(int(sys.argv[2])):\n"
+    "    start = time.perf_counter()\n"
+    "    values = parse_list(data).astype('float32')\n"
+    "    times.append(time.perf_counter() - start)\n"
+    "print(statistics.median(times), values.shape, "
+    "resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+)
 
 
 def startup(bench: Bench) -> None:
