@@ -37,6 +37,7 @@ NON_JSON_CONSTANTS = (b"NaN", b"Infinity", b"nan", b"inf")
 MAX_JSON_DEPTH = 1024  # orjson's nesting limit
 MAX_DIMENSION = 2**40  # far beyond any body the server accepts; keeps numpy's shapes valid
 MAX_RANK = 32  # numpy's own limit is 64; no model here has more than a handful of axes
+PLAIN_JSON_MAX = 4 << 20  # bytes of JSON read into Python objects (~35x: at most ~140 MB)
 NUMBER_KINDS = "biuf"  # what np.asarray makes of JSON numbers (strings give U, mixtures O)
 
 
@@ -103,9 +104,22 @@ def decode_request(body: bytes, header_length: str | None = None) -> InferenceRe
 
 
 def _load_tensors(header: bytes, section: str) -> Any:
-    """The JSON header; large numeric ``data`` of ``section`` come as arrays already."""
+    """The JSON header; large numeric ``data`` of ``section`` come as arrays already.
+
+    A header the array route declines is read by orjson whole, which costs up to 35 times
+    its size in Python objects; beyond :data:`PLAIN_JSON_MAX` that is refused.
+    """
     document = load_with_arrays(header, section)
-    return loads(header) if document is None else document
+    if document is not None:
+        return document
+    if len(header) > PLAIN_JSON_MAX:
+        raise PayloadError(
+            f"a V2 JSON body over {PLAIN_JSON_MAX >> 20} MiB must carry each tensor's 'data' "
+            "as an array of numbers, flat or nested as its 'shape'; this one holds something "
+            "else (strings, booleans, other nesting, a number out of range, or malformed JSON): "
+            "send it in smaller requests, or use the binary tensor extension"
+        )
+    return loads(header)
 
 
 def _split(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:

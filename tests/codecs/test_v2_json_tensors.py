@@ -433,3 +433,18 @@ def test_a_real_server_answers_large_json_as_it_answers_binary(server, nested: b
     expected = v2.decode_response(as_binary.content, length).outputs["output"]
     assert np.array_equal(v2.decode_response(as_json.content).outputs["output"], expected)
     assert refused.status_code == 400 and "is too large for float32" in refused.json()["error"]
+
+
+def test_a_big_body_the_array_route_declines_is_refused_before_orjson_reads_it() -> None:
+    """Past PLAIN_JSON_MAX, a body that would cost its Python objects (up to 35x) is a 400."""
+    count = v2.PLAIN_JSON_MAX // 5 + 1  # "true," per value: just over the cap
+    tensor = {"name": "flags", "shape": [count], "datatype": "BOOL", "data": [True] * count}
+    body = orjson.dumps({"inputs": [tensor]})
+    assert len(body) > v2.PLAIN_JSON_MAX
+    with pytest.raises(PayloadError, match="must carry each tensor's 'data' as an array of"):
+        v2.decode_request(body)
+    small = {**tensor, "shape": [1000], "data": [True] * 1000}
+    assert v2.decode_request(orjson.dumps({"inputs": [small]})).inputs["flags"].all()
+    numbers = {"name": "x", "shape": [2 * count], "datatype": "FP32", "data": [0.5] * 2 * count}
+    big = orjson.dumps({"inputs": [numbers]})
+    assert len(big) > v2.PLAIN_JSON_MAX and v2.decode_request(big).inputs["x"].size == 2 * count
