@@ -9,15 +9,20 @@ parser, and strings are not numbers (``["1"]`` is an error).
 from __future__ import annotations
 
 import re
+from math import prod
 
 import numpy as np
 
 from ..errors import MLBridgeError, PayloadError
 from .base import DEFAULT_MAX_VALUES, CasCodec, check_values, failure_fields
-from .v2 import dumps, json_values, loads
+from .json_tensors import BRACKETS_AS_SPACES, flat_numbers, simdjson
+from .mathematica import fast_shape, skeleton_table
+from .v2 import PLAIN_JSON_MAX, dumps, json_values, loads
 
 OBJECT_START = re.compile(rb'\{\s*"')  # a Mathematica list never holds a string
 MAX_ARGUMENTS = 16
+DIRECT_MIN = 512  # bytes from which simdjson beats orjson plus numpy
+JSON_SKELETON = skeleton_table(b"0123456789.+-eE", lists=b"[]")
 EXPECTED = "a number or a rectangular nested JSON array of numbers, such as [[0.0, 0.5]]"
 
 
@@ -33,7 +38,30 @@ class JsonListCodec(CasCodec):
         return body[:1] == b"[" or OBJECT_START.match(body) is not None
 
     def decode_tensor(self, body: bytes) -> np.ndarray:
+        array = self._read_directly(body)
+        if array is not None:
+            return array
+        if len(body) > PLAIN_JSON_MAX:
+            raise PayloadError(
+                f"a JSON body over {PLAIN_JSON_MAX >> 20} MiB must be a rectangular nested "
+                f"array of numbers; this one is not ({EXPECTED}): send smaller requests"
+            )
         return self._numbers(loads(body), "the body", strings=b'"' in body)
+
+    def _read_directly(self, body: bytes) -> np.ndarray | None:
+        """A rectangular array of numbers read by simdjson, no Python object per number
+        (the skeleton check of the Mathematica codec); None to read it the plain way."""
+        if len(body) < DIRECT_MIN or simdjson is None:
+            return None
+        text = body.strip()
+        shape = fast_shape(text, JSON_SKELETON)
+        if shape is None:
+            return None
+        check_values(prod(shape), self.max_values, "the body")
+        values = flat_numbers(text.translate(BRACKETS_AS_SPACES), 0, len(text))
+        if values is None or values.size != prod(shape):
+            return None
+        return values.astype(np.float64, copy=False).reshape(shape)
 
     def decode_arguments(self, body: bytes) -> dict[str, np.ndarray]:
         document = loads(body)

@@ -63,16 +63,18 @@ JSON_NUMBER_FIXES = (
 )  # fmt: skip
 
 
-def _skeleton_table(number_bytes: bytes) -> bytes:
-    """For the skeleton: number characters become x, braces and commas stay, anything else !."""
+def skeleton_table(number_bytes: bytes, lists: bytes = b"{}") -> bytes:
+    """For the skeleton: number characters become x, the list delimiters ``lists`` braces,
+    commas stay, anything else !."""
+    braces = dict(zip(lists, b"{}"))
     return bytes(
-        ord("x") if byte in number_bytes else byte if byte in b"{}," else ord("!")
+        ord("x") if byte in number_bytes else braces.get(byte, byte if byte == COMMA else ord("!"))
         for byte in range(256)
     )
 
 
-_SKELETON = _skeleton_table(NUMBER_BYTES)
-_SKELETON_SYMBOLS = _skeleton_table(NUMBER_BYTES + SYMBOL_LETTERS)
+_SKELETON = skeleton_table(NUMBER_BYTES)
+_SKELETON_SYMBOLS = skeleton_table(NUMBER_BYTES + SYMBOL_LETTERS)
 
 
 class MathematicaCodec(CasCodec):
@@ -110,7 +112,7 @@ def parse_list(body: bytes, max_values: int = DEFAULT_MAX_VALUES) -> np.ndarray:
     text = body.strip()
     if not text:
         raise PayloadError("empty body; expected a list such as {{0., 0.5}, {1., 0.25}}")
-    shape = _fast_shape(text)
+    shape = fast_shape(text)
     if shape is None:
         symbolic = _with_symbols(text)
         if symbolic is not None:
@@ -184,7 +186,7 @@ def _with_symbols(text: bytes) -> bytes | None:
 def _parse_symbolic(text: bytes, symbolic: bytes, max_values: int) -> np.ndarray:
     """A list with Indeterminate or Infinity; checked first with each symbol read as 0."""
     parse_list(SYMBOL.sub(b"0", text), max_values)  # shape, count and overflow, named as sent
-    shape = _fast_shape(symbolic, _SKELETON_SYMBOLS)
+    shape = fast_shape(symbolic, _SKELETON_SYMBOLS)
     values = _read_numbers(symbolic) if shape else None
     if shape is None or values is None or values.size != prod(shape):
         return _parse_strictly(symbolic, ALLOWED + SYMBOL_LETTERS, max_values, finite=False)
@@ -212,7 +214,7 @@ def _token(text: bytes, index: int) -> str:
     return shown + ("..." if found and len(found[0]) > 40 else "")
 
 
-def _fast_shape(text: bytes, table: bytes = _SKELETON) -> tuple[int, ...] | None:
+def fast_shape(text: bytes, table: bytes = _SKELETON) -> tuple[int, ...] | None:
     """The shape, if the text is certainly a well-formed rectangular list; else None.
 
     The skeleton drops whitespace and turns number characters into ``x``:

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import json
+import random
+import tracemalloc
+from unittest import mock
 
 import numpy as np
+import orjson
 import pytest
 
 from mlbridge.codecs import CAS_CODECS, codec_for_body, codec_for_reply
-from mlbridge.codecs.json_list import JsonListCodec
+from mlbridge.codecs.json_list import DIRECT_MIN, JsonListCodec
 from mlbridge.codecs.mathematica import MathematicaCodec
+from mlbridge.codecs.v2 import PLAIN_JSON_MAX
 from mlbridge.codecs.wxf import WxfCodec
 from mlbridge.errors import PayloadError, ShapeMismatch
 
@@ -110,3 +115,54 @@ NEGOTIATION = [
 def test_the_reply_format_is_negotiated(content_type, body, accept, reply) -> None:
     codec = codec_for_reply(accept, codec_for_body(content_type, body, CAS_CODECS), CAS_CODECS)
     assert isinstance(codec, reply)
+
+
+def _outcome(decode, body: bytes):
+    try:
+        return decode(body)
+    except PayloadError as error:
+        return str(error)
+
+
+def test_big_bodies_read_directly_equal_the_plain_route() -> None:
+    """Bodies of DIRECT_MIN bytes or more skip orjson's objects; the answers must not change."""
+    codec = JsonListCodec()
+    rng = random.Random(2)
+    spellings = ["0.5", "-1", "1e-7", "2E+3", "0", "-0.0", "123456789", "1.7976931348623157e308",
+                 "+1", "01", "1.", "true", "\"1\"", "1e999", "[]"]  # fmt: skip
+    direct = 0
+    for _ in range(300):
+        rows, columns = rng.randint(1, 10), rng.randint(1, 60)
+        pool = spellings[: rng.choice([8, 8, len(spellings)])]
+        cells = [[rng.choice(pool) for _ in range(columns)] for _ in range(rows)]
+        if rng.random() < 0.1 and rows > 1:
+            cells[-1] = cells[-1][:-1] or ["1"]  # ragged
+        body = ("[" + ", ".join("[" + ",".join(row) + "]" for row in cells) + "]").encode()
+        body = body.rjust(DIRECT_MIN)
+        with mock.patch("mlbridge.codecs.json_list.DIRECT_MIN", 1 << 62):
+            plain = _outcome(codec.decode_tensor, body)
+        fast = _outcome(codec.decode_tensor, body)
+        if isinstance(plain, str):
+            assert fast == plain, body
+            continue
+        assert isinstance(fast, np.ndarray) and fast.dtype == plain.dtype, body
+        np.testing.assert_array_equal(fast, plain)
+        direct += codec._read_directly(body) is not None
+    assert direct > 100
+
+
+def test_a_big_json_list_costs_memory_near_its_size_and_an_odd_one_is_refused() -> None:
+    codec = JsonListCodec()
+    images = np.random.default_rng(0).random((2_000, 28, 28), dtype=np.float32)
+    body = orjson.dumps(images, option=orjson.OPT_SERIALIZE_NUMPY)
+    tracemalloc.start()
+    try:
+        array = codec.decode_tensor(body)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert array.dtype == np.float64 and np.array_equal(array.astype(np.float32), images)
+    assert peak < 4 * len(body), f"peak {peak / len(body):.1f}x the body"
+    odd = b"[" + b"true," * (PLAIN_JSON_MAX // 5) + b"true]"
+    with pytest.raises(PayloadError, match="must be a rectangular nested array of numbers"):
+        codec.decode_tensor(odd)
