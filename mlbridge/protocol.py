@@ -7,6 +7,7 @@ Tensors are numpy arrays; datatypes use the KServe V2 names (``FP32``,
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from math import prod
 from typing import Any
 
 import numpy as np
@@ -83,6 +84,14 @@ class TensorSpec:
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
 
+    def max_values(self, cap: int) -> int:
+        """The most numbers a tensor of this spec holds within ``cap``: its size when every
+        axis is fixed, else as many whole rows of its fixed axes as ``cap`` allows."""
+        fixed = prod(size for size in self.shape if size >= 0)
+        if all(size >= 0 for size in self.shape):
+            return min(fixed, cap)
+        return cap // fixed * fixed if fixed else cap
+
 
 @dataclass(frozen=True)
 class ModelSignature:
@@ -95,6 +104,12 @@ class ModelSignature:
     def batchable(self) -> bool:
         """Whether every input and output has a leading batch axis of any size."""
         return all(spec.shape[:1] == (-1,) for spec in (*self.inputs, *self.outputs))
+
+    def max_values(self, cap: int, cotangents: bool = False) -> int:
+        """The most numbers any one argument may decode to (inputs; with ``cotangents``, the
+        outputs too, which the gradient route takes as cotangents), within ``cap``."""
+        specs = (*self.inputs, *self.outputs) if cotangents else self.inputs
+        return max((spec.max_values(cap) for spec in specs), default=cap)
 
     def input(self, name: str) -> TensorSpec:
         """Return the input spec called ``name``."""

@@ -83,3 +83,27 @@ def test_a_signature_finds_its_inputs_by_name() -> None:
     assert signature.input("input") is SPEC and signature.labels is None
     with pytest.raises(KeyError):
         signature.input("pixels")
+
+
+@pytest.mark.parametrize(
+    ("shape", "cap", "expected"),
+    [
+        ((3,), 1000, 3),  # every axis fixed: its size
+        ((2, 3), 4, 4),  # ... but never beyond the cap
+        ((-1, 28, 28), 10_000, 784 * 12),  # whole rows within the cap
+        ((-1, 3), 2, 0),  # not even one row fits
+        ((-1, -1), 500, 500),  # nothing fixed: the cap
+        ((), 100, 1),  # a scalar
+    ],
+)
+def test_a_specs_bound_on_numbers(shape, cap: int, expected: int) -> None:
+    assert TensorSpec("x", "FP32", shape).max_values(cap) == expected
+
+
+def test_a_signatures_bound_counts_outputs_only_as_cotangents() -> None:
+    signature = ModelSignature(
+        (TensorSpec("x", "FP32", (-1, 3)),), (TensorSpec("y", "FP32", (5, 7)),)
+    )
+    assert signature.max_values(1000) == 999
+    assert signature.max_values(20) == 18
+    assert signature.max_values(20, cotangents=True) == 20  # y's 35 numbers, capped

@@ -26,6 +26,7 @@ Contract:
 
 from __future__ import annotations
 
+import copy
 from abc import ABC, abstractmethod
 
 import numpy as np
@@ -55,8 +56,8 @@ def check_values(count: int, max_values: int, what: str) -> None:
     """Refuse, before allocating, a tensor of more than ``max_values`` numbers."""
     if count > max_values:
         raise PayloadError(
-            f"{what} holds {count} numbers; at most {max_values} are accepted "
-            "(the body limit's worth of float32 values)"
+            f"{what} holds {count} numbers; at most {max_values} are accepted here "
+            "(what the model's input can hold, within the body limit's worth of float32 values)"
         )
 
 
@@ -64,6 +65,15 @@ class CasCodec(ABC):
     """One wire format of the CAS endpoint."""
 
     media_type: str = ""
+    max_values: int = DEFAULT_MAX_VALUES
+
+    def bounded(self, max_values: int) -> CasCodec:
+        """This codec, refusing tensors of more than ``max_values`` numbers (a model's bound)."""
+        if max_values >= self.max_values:
+            return self
+        tighter = copy.copy(self)
+        tighter.max_values = max(1, max_values)
+        return tighter
 
     def sniff(self, body: bytes) -> bool:
         """Whether ``body`` looks like this format whatever its Content-Type."""

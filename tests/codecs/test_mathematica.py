@@ -185,3 +185,13 @@ def test_a_typical_inputform_body_takes_the_json_route() -> None:
     values = _read_as_json(body.strip())
     assert values is not None and values.dtype == np.float64
     np.testing.assert_array_equal(values.reshape(20, 28), _parse_strictly(body.strip()))
+
+
+def test_a_bounded_codec_refuses_more_numbers_than_the_model_can_take() -> None:
+    codec = MathematicaCodec()
+    bounded = codec.bounded(6)
+    assert codec.bounded(codec.max_values) is codec and bounded.max_values == 6
+    assert bounded.decode_tensor(b"{{1, 2, 3}, {4, 5, 6}}").shape == (2, 3)
+    with pytest.raises(PayloadError, match="holds 9 numbers; at most 6 are accepted here"):
+        bounded.decode_tensor(b"{{1, 2, 3}, {4, 5, 6}, {7, 8, 9}}")
+    assert codec.decode_tensor(b"{{1, 2, 3}, {4, 5, 6}, {7, 8, 9}}").shape == (3, 3)
