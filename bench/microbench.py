@@ -163,7 +163,8 @@ def whole_app(image: np.ndarray, registry, folder: Path) -> dict[str, float]:
 
 
 def layers(app, path: str) -> dict[str, Callable]:
-    """The app entered below its middleware, and below its router (Starlette internals)."""
+    """The route reached through Starlette's router (the way the lean path skips), and the
+    route's own app alone (no guard, metrics or dispatch)."""
     route = next(r for r in app.router.routes if r.matches(route_probe(path))[0].name == "FULL")
 
     async def router(scope, receive, send) -> None:
@@ -175,7 +176,7 @@ def layers(app, path: str) -> dict[str, Callable]:
         scope["path_params"] = route.matches(scope)[1]["path_params"]
         await route.app(scope, receive, send)
 
-    return {"without middleware (router down)": router, "without routing (route down)": endpoint}
+    return {"the route through Starlette's router": router, "the route's own app": endpoint}
 
 
 def route_probe(path: str) -> dict:
@@ -191,6 +192,17 @@ def main() -> None:
     width = max(map(len, figures))
     for name, value in figures.items():
         print(f"{name:{width}}  {value:8.1f} µs")
+
+
+def print_whole_app() -> None:
+    """The whole-app figures alone, one ``label value`` line each (for bench.compare)."""
+    image = held_out_images()[0]
+    registry = load_registry([])
+    with tempfile.TemporaryDirectory() as folder:
+        os.chmod(folder, 0o700)
+        figures = whole_app(image, registry, Path(folder))
+    for name, value in figures.items():
+        print(f"{name} {value:.2f}")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """mlbridge against itself: what a setting costs one request at a time.
 
     .venv/bin/python -m bench.variants
+    .venv/bin/python -m bench.variants --ref HEAD   # and the request path as it is at HEAD
 
 Starts ``mlbridge serve`` with its defaults, with dynamic batching off
 (``--max-batch-size 1``), with one onnxruntime thread (``--threads 1``) and with both,
@@ -12,6 +13,7 @@ price the batcher on a lone request.
 
 from __future__ import annotations
 
+import argparse
 import os
 import statistics
 import tempfile
@@ -20,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from . import loadgen, servers
+from .compare import REQUEST_PATH, before_tree
 from .payloads import FORMATS
 from .run import SINGLE_IMAGES, held_out_images, raise_priority
 
@@ -29,22 +32,31 @@ VARIANTS = {
     "--threads 1": ("--threads", "1"),
     "both": ("--max-batch-size", "1", "--threads", "1"),
 }
+REF_VARIANTS = ("defaults", "--max-batch-size 1")
 REQUESTS = 4000
 REPETITIONS = 3
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.variants", description=__doc__)
+    parser.add_argument("--ref", help="also serve the request path as it is at this revision")
+    args = parser.parse_args()
     cpus = sorted(os.sched_getaffinity(0))
     if len(cpus) >= 2:
         servers.pin({cpus[0]}, set(cpus[1:]))
     raise_priority()
     images = held_out_images()[:SINGLE_IMAGES]
     with tempfile.TemporaryDirectory(prefix="mlbridge-variants-") as folder:
-        servers.snapshot_mlbridge(Path(folder))
+        trees = {"": servers.snapshot_mlbridge(Path(folder))}
+        plan = [("", name, flags) for name, flags in VARIANTS.items()]
+        if args.ref:
+            trees[args.ref] = before_tree(Path(folder), args.ref, REQUEST_PATH)
+            plan += [(args.ref, f"{args.ref} {name}", VARIANTS[name]) for name in REF_VARIANTS]
         running = {}
-        for name, flags in VARIANTS.items():
+        for tree, name, flags in plan:
             home = Path(folder) / f"variant-{len(running)}"
             home.mkdir()
+            servers.SNAPSHOT = trees[tree]
             running[name] = servers.start_mlbridge(home, *flags)
         try:
             for fmt in ("v2-json", "v2-binary", "text"):
@@ -71,7 +83,7 @@ def measure(fmt: str, running: dict[str, servers.Server], images: np.ndarray) ->
         p50 = statistics.median(run[0] for run in runs)
         cpu = statistics.median(run[1] for run in runs)
         print(
-            f"{fmt:10} {name:20} p50 {p50:6.0f} µs   server CPU {cpu:6.0f} µs/request", flush=True
+            f"{fmt:10} {name:26} p50 {p50:6.0f} µs   server CPU {cpu:6.0f} µs/request", flush=True
         )
 
 

@@ -111,8 +111,16 @@ class InferenceService:
         model = self.model(model_name, version)
         if model.gradient_of is not None:
             await self._default_cotangents(model, request.inputs)
-        validate_inputs(model, request.inputs, self.allows_nonfinite(model))
-        return await self._run(model, request)
+        allowed = self.allows_nonfinite(model)
+        validate_inputs(model, request.inputs, allowed)
+        outputs = await self._outputs(model, request.inputs)
+        check_outputs(model, outputs, allowed)
+        return InferenceResponse(
+            model_name=model.name,
+            outputs=select_outputs(model, outputs, request.outputs),
+            id=request.id,
+            model_version=model.version,
+        )
 
     def allows_nonfinite(self, model: ServedModel) -> bool:
         """Whether the model (or, for a gradient companion, its model) opts in to NaN and Inf."""
@@ -120,17 +128,6 @@ class InferenceService:
         if owner is not None and owner in self.registry:
             return self.registry.get(owner).config.allow_nonfinite
         return model.config.allow_nonfinite
-
-    async def _run(self, model: ServedModel, request: InferenceRequest) -> InferenceResponse:
-        """Run validated inputs, in a worker thread unless they are small."""
-        outputs = await self._outputs(model, request.inputs)
-        check_outputs(model, outputs, self.allows_nonfinite(model))
-        return InferenceResponse(
-            model_name=model.name,
-            outputs=select_outputs(model, outputs, request.outputs),
-            id=request.id,
-            model_version=model.version,
-        )
 
     async def _outputs(
         self, model: ServedModel, inputs: dict[str, np.ndarray]

@@ -90,6 +90,92 @@ def test_a_lone_request_runs_at_once_and_a_big_one_alone() -> None:
     assert result["y"].shape == (10, 2) and recorder.calls == [10]
 
 
+def test_a_lone_request_runs_on_its_own_task() -> None:
+    tasks = []
+
+    async def runtime(inputs: Tensors) -> Tensors:
+        tasks.append(asyncio.current_task())
+        return {"y": inputs["x"] + 1}
+
+    batcher = Batcher(BatchPolicy(max_batch_size=8), runtime)
+
+    async def main() -> tuple[Tensors, object]:
+        return await batcher.submit({"x": np.zeros((1, 2), np.float32)}), asyncio.current_task()
+
+    result, submitter = run(main())
+    np.testing.assert_array_equal(result["y"], np.ones((1, 2)))
+    assert tasks == [submitter]
+
+
+def test_requests_that_come_while_a_batch_runs_are_batched_next() -> None:
+    recorder = Recorder()  # each call takes 1 ms: a runtime in a worker thread
+    batcher = Batcher(BatchPolicy(max_batch_size=8), recorder)
+    xs = [np.full((1, 4), float(i), np.float32) for i in range(5)]
+
+    async def main() -> list[Tensors]:
+        first = asyncio.ensure_future(batcher.submit({"x": xs[0]}))
+        await asyncio.sleep(0.0003)  # the first batch is running now
+        later = [batcher.submit({"x": x}) for x in xs[1:]]
+        return await asyncio.gather(first, *later)
+
+    results = run(main())
+    for x, result in zip(xs, results):
+        np.testing.assert_array_equal(result["y"], 2 * x + 1)
+    assert recorder.calls == [1, 4]
+
+
+def test_a_leader_cancelled_while_gathering_leaves_the_others_answered() -> None:
+    recorder = Recorder()
+    batcher = Batcher(BatchPolicy(max_batch_size=8), recorder)
+    xs = [np.full((1, 4), float(i), np.float32) for i in range(3)]
+
+    async def main() -> list[object]:
+        leader = asyncio.ensure_future(batcher.submit({"x": xs[0]}))
+        await asyncio.sleep(0)  # the leader is gathering
+        others = [asyncio.ensure_future(batcher.submit({"x": x})) for x in xs[1:]]
+        leader.cancel()
+        results = await asyncio.gather(leader, *others, return_exceptions=True)
+        again = await batcher.submit({"x": xs[0]})  # and the batcher still serves
+        return [*results, again]
+
+    cancelled, *answers, again = run(main())
+    assert isinstance(cancelled, asyncio.CancelledError)
+    for x, answer in zip(xs[1:], answers):
+        np.testing.assert_array_equal(answer["y"], 2 * x + 1)
+    np.testing.assert_array_equal(again["y"], 2 * xs[0] + 1)
+    assert recorder.calls == [2, 1]
+
+
+def test_a_request_as_big_as_a_batch_runs_beside_a_running_batch() -> None:
+    running: list[int] = []
+
+    async def runtime(inputs: Tensors) -> Tensors:
+        rows = len(inputs["x"])
+        running.append(rows)
+        if rows == 1:
+            await small_may_end.wait()  # a long call: a runtime in a worker thread
+        running.remove(rows)
+        return {"y": inputs["x"] + 1}
+
+    batcher = Batcher(BatchPolicy(max_batch_size=4), runtime)
+    small, big = np.zeros((1, 2), np.float32), np.zeros((4, 2), np.float32)
+
+    async def main() -> tuple[Tensors, Tensors, list[int]]:
+        first = asyncio.ensure_future(batcher.submit({"x": small}))
+        while not running:
+            await asyncio.sleep(0)  # until the small request's batch runs
+        answer = await asyncio.wait_for(batcher.submit({"x": big}), 5)
+        still_running = list(running)  # the big one did not wait for it
+        small_may_end.set()
+        return await first, answer, still_running
+
+    small_may_end = asyncio.Event()
+    one, four, still_running = run(main())
+    assert still_running == [1]
+    assert one["y"].shape == (1, 2) and four["y"].shape == (4, 2)
+    assert batcher.batches == 2 and batcher.rows == 5
+
+
 @pytest.mark.parametrize("size", [0, 1])
 def test_batching_off_below_two_rows(size: int) -> None:
     assert not BatchPolicy(max_batch_size=size).enabled

@@ -1,13 +1,16 @@
-"""The app factory: every route in one table, each with its access rule and error format."""
+"""The app factory: every route in one table, each with its access rule and error format.
+
+Every request passes the transport guard and is recorded (metrics, the access log); the
+hot routes (V2 infer, the CAS routes) are lean: the app hands them their requests without
+Starlette's router (see :mod:`mlbridge.server.fastpath`).
+"""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
 
-from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.middleware import Middleware
 
 from ..auth import TokenAuthenticator
 from ..batching import BatchPolicy
@@ -19,8 +22,9 @@ from . import cas, routes
 from .cas import CasRoute
 from .errors import handle_http_error, handle_unexpected
 from .exposure import Exposure
+from .fastpath import ServedApp
 from .guard import LOOPBACK_NAMES, BodyBudget, TransportGuard
-from .metrics import ObservedApp, ServerMetrics
+from .metrics import RequestObserver, ServerMetrics
 from .policy import Access, DeclaredRoute, JsonRoute
 from .reloading import Reloader
 
@@ -61,7 +65,7 @@ def create_app(
     request_shutdown: Callable[[], None] | None = None,
     server_pid: int | None = None,
     exposure: Exposure | None = None,
-) -> Starlette:
+) -> ServedApp:
     """Build the ASGI app serving ``registry``; routes check ``authenticator`` as declared.
 
     ``on_models_changed`` hears the served names after a reload changed them;
@@ -73,13 +77,11 @@ def create_app(
     exposure = exposure or Exposure(settings.host, remote=False)
     names = LOOPBACK_NAMES | {name.encode() for name in exposure.names}
     metrics = ServerMetrics()
-    observed = Middleware(
-        ObservedApp, metrics=metrics, served=registry.__contains__, log=settings.access_log
-    )
     budget = BodyBudget(settings.body_budget_bytes)
-    app = Starlette(
+    app = ServedApp(
         routes=ROUTES,
-        middleware=[observed, Middleware(TransportGuard, budget=budget, names=names)],
+        guard=TransportGuard(budget, names),
+        observer=RequestObserver(metrics, registry.__contains__, settings.access_log),
         exception_handlers={HTTPException: handle_http_error, Exception: handle_unexpected},
     )
     app.router.redirect_slashes = False  # a redirect would echo the request's Host

@@ -15,7 +15,6 @@ from typing import TypeVar
 
 import numpy as np
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..auth import TokenAuthenticator, bearer_token, is_signed
@@ -23,6 +22,7 @@ from ..codecs import CasCodec, codec_for_body, codec_for_reply, decode_cost
 from ..errors import MLBridgeError, PayloadError, PayloadTooLarge, Unauthorized
 from ..inference import Executor, InferenceService
 from .errors import cas_error, client_gone, internal_error
+from .fastpath import send_reply
 from .guard import BodyBudget
 from .policy import Access, DeclaredRoute, authenticator, check_signature, header
 
@@ -38,9 +38,13 @@ T = TypeVar("T")
 
 
 class CasRoute(DeclaredRoute):
-    """A CAS route: the endpoint gets the request, its codec and its (authenticated) body."""
+    """A CAS route: the endpoint gets the request, its codec and its (authenticated) body.
+
+    Lean (see mlbridge.server.fastpath): it answers every request and error itself.
+    """
 
     allowed_access = frozenset({Access.SECRET, Access.SECRET_OR_FIRST_LINE})
+    lean = True
 
     def __init__(self, path: str, endpoint: CasEndpoint, *, access: Access) -> None:
         self.cas_endpoint = endpoint
@@ -48,15 +52,16 @@ class CasRoute(DeclaredRoute):
 
     def guarded(self, app: ASGIApp) -> ASGIApp:
         async def guard(scope: Scope, receive: Receive, send: Send) -> None:
-            await (await self.answer(Request(scope, receive)))(scope, receive, send)
+            await self.answer(Request(scope, receive), send)
 
         return guard
 
-    async def answer(self, request: Request) -> Response:
+    async def answer(self, request: Request, send: Send) -> None:
         """Check the secret, read the body, run the endpoint; errors in the caller's format."""
+        scope = request.scope
         codecs = request.app.state.cas_codecs
-        content_type = request.headers.get("content-type", "")
-        accept = request.headers.get("accept", "")
+        content_type = header(scope, b"content-type") or ""
+        accept = header(scope, b"accept") or ""
         reply = codec_for_reply(accept, codec_for_body(content_type, b"", codecs), codecs)
         try:
             body = await self.authenticated_body(request)
@@ -64,14 +69,17 @@ class CasRoute(DeclaredRoute):
             reply = codec_for_reply(accept, codec, codecs)
             result = await self.cas_endpoint(request, codec, body)
             content = await executor(request).convert(result.size, reply.encode_tensor, result)
-            return Response(content, media_type=reply.media_type)
         except MLBridgeError as error:
-            return cas_error(error, reply)
+            response = cas_error(error, reply)
         except ClientDisconnect:  # nobody is left to answer
-            return client_gone()
+            response = client_gone()
         except Exception:  # anything else is our bug: say so, in the caller's format
-            log.exception("unexpected error on POST %s", request.url.path)
-            return cas_error(internal_error(), reply)
+            log.exception("unexpected error on POST %s", scope["path"])
+            response = cas_error(internal_error(), reply)
+        else:
+            await send_reply(send, content, media_type=reply.media_type)
+            return
+        await response(scope, request.receive, send)
 
     async def authenticated_body(self, request: Request) -> bytes:
         """The body after the secret was proved (a header first; else the body's first line).
@@ -112,21 +120,47 @@ def remote(request: Request) -> bool:
 async def read_body(
     request: Request, stream: AsyncIterator[bytes] | None = None, start: bytes = b""
 ) -> bytes:
-    """The whole body (``start``, then the rest of ``stream``), refused early: before
-    reading when its declared size passes the limit or the body budget, else once it
-    passes the limit."""
+    """The whole body (``start``, then the rest of ``stream``, else of the request), refused
+    early: before reading when its declared size passes the limit or the body budget, else
+    once it passes the limit."""
     declared = declared_size(request)
     limit = body_limit(request, declared)
     budget: BodyBudget = request.app.state.body_budget
     if declared is not None and not budget.fits(declared - len(start)):
         raise budget.busy()
+    if stream is None:
+        return await received_body(request.receive, limit)
     chunks, size = [start], len(start)
-    async for chunk in stream or request.stream():
+    async for chunk in stream:
         size += len(chunk)
         if size > limit:
-            raise PayloadTooLarge(f"body exceeds the limit of {limit} bytes")
+            raise too_large(limit)
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+async def received_body(receive: Receive, limit: int) -> bytes:
+    """The body's messages joined, read as ``Request.stream`` reads them (ClientDisconnect
+    when the client left); PayloadTooLarge once it passes ``limit``."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.request":
+            chunk = message.get("body", b"")
+            if chunk:
+                size += len(chunk)
+                if size > limit:
+                    raise too_large(limit)
+                chunks.append(chunk)
+            if not message.get("more_body", False):
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        elif message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+
+
+def too_large(limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(f"body exceeds the limit of {limit} bytes")
 
 
 def body_limit(request: Request, declared: int | None) -> int:

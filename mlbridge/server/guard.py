@@ -1,7 +1,9 @@
 """The guard every request passes before any route: only programs on this machine get in.
 
-A pure ASGI wrapper around the whole app (installed by ``create_app``), cheap enough to
-run on every request (a few microseconds; see docs/security.md). It refuses, in JSON:
+The app (:class:`~mlbridge.server.fastpath.ServedApp`) opens an :class:`Exchange` for every
+HTTP request and refuses a WebSocket session outright, before any route; it is cheap
+enough to run on every request (a few microseconds; see docs/security.md). It refuses, in
+JSON:
 
 - 421 a ``Host`` that does not name this machine: ``localhost``, ``127.0.0.1``, ``::1`` or
   the address the server is bound to, any port (an SSH tunnel keeps its own); in remote
@@ -24,7 +26,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import orjson
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from ..errors import ServerBusy
 
@@ -75,37 +77,30 @@ class BodyBudget:
 
 
 class TransportGuard:
-    """The ASGI guard of the module docstring."""
+    """The guard of the module docstring: the Host names it allows and the body budget."""
 
-    def __init__(
-        self, app: ASGIApp, budget: BodyBudget, names: frozenset[bytes] = LOOPBACK_NAMES
-    ) -> None:
-        self.app = app
+    def __init__(self, budget: BodyBudget, names: frozenset[bytes] = LOOPBACK_NAMES) -> None:
         self.budget = budget
         self.names = names  # Host names (without port) of this machine
         self.allowed: set[bytes] = set()  # Host values already found to name this machine
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            exchange = Exchange(scope, receive, send, self.budget, self.allowed, self.names)
-            refused = exchange.refusal()
-            if refused is not None:
-                await answer(send, refused)
-                return
-            try:
-                await self.app(scope, exchange.receive, exchange.send)
-            finally:
-                self.budget.give_back(exchange.taken)
-        elif scope["type"] == "websocket":
-            await send({"type": "websocket.close", "code": 1008})  # never accepted
-        else:
-            await self.app(scope, receive, send)  # lifespan
+    def exchange(self, scope: Scope, receive: Receive, send: Send) -> Exchange:
+        """An HTTP request as the guard sees it; :meth:`Exchange.refusal` says if it may pass,
+        :meth:`Exchange.release` ends it."""
+        return Exchange(scope, receive, send, self.budget, self.allowed, self.names)
+
+
+async def refuse_websocket(send: Send) -> None:
+    """A WebSocket session is never accepted."""
+    await send({"type": "websocket.close", "code": 1008})
 
 
 class Exchange:
     """One request as the guard sees it: its checked headers, its metered body."""
 
-    __slots__ = ("_receive", "_send", "allowed", "budget", "close", "names", "scope", "taken")
+    __slots__ = (
+        "_receive", "_send", "allowed", "budget", "close", "names", "scope", "status", "taken",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -123,6 +118,7 @@ class Exchange:
         self.budget = budget
         self.taken = 0  # body bytes counted against the budget
         self.close = False  # whether the reply must close the connection
+        self.status = 500  # the reply's status, once it starts (none: the request failed)
 
     def refusal(self) -> Refusal | None:
         """Why the request is refused, or None."""
@@ -159,6 +155,15 @@ class Exchange:
             return True
         return False
 
+    async def refuse(self, refusal: Refusal) -> None:
+        """Answer ``refusal`` (the request goes no further)."""
+        self.status = refusal.status
+        await answer(self._send, refusal)
+
+    def release(self) -> None:
+        """Give the request's body bytes back to the budget (it has ended)."""
+        self.budget.give_back(self.taken)
+
     async def receive(self) -> Message:
         self.close = False  # the body is being read: the connection stays usable
         message = await self._receive()
@@ -170,6 +175,7 @@ class Exchange:
 
     async def send(self, message: Message) -> None:
         if message["type"] == "http.response.start":
+            self.status = message["status"]
             extra = (NOSNIFF, CLOSE) if self.close else (NOSNIFF,)
             message = {**message, "headers": [*message.get("headers", ()), *extra]}
         await self._send(message)

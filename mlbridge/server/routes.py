@@ -11,6 +11,7 @@ from typing import Any
 from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.types import Receive, Scope, Send
 
 from .. import __version__
 from ..auth import is_nonce
@@ -19,10 +20,13 @@ from ..errors import BadRequest, RouteNotFound
 from ..inference import Executor, InferenceService
 from ..registry import ModelRegistry, ServedModel
 from .cas import read_body
+from .fastpath import asgi_endpoint, send_reply
 from .openapi import openapi_document
+from .policy import header
 from .reloading import Reloader
 
 EXTENSIONS = ["binary_tensor_data", "cas_endpoint", "gradients", "statistics"]
+HEADER_LENGTH = v2_codec.HEADER_LENGTH.encode()
 
 
 def service(request: Request) -> InferenceService:
@@ -118,12 +122,17 @@ async def metrics(request: Request) -> Response:
     return Response(exposition, media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
-async def infer(request: Request) -> Response:
-    """POST /v2/models/{name}[/versions/{version}]/infer: V2 JSON, or with binary tensors."""
+@asgi_endpoint
+async def infer(scope: Scope, receive: Receive, send: Send) -> None:
+    """POST /v2/models/{name}[/versions/{version}]/infer: V2 JSON, or with binary tensors.
+
+    A lean endpoint (see mlbridge.server.fastpath): the hot path of V2 clients.
+    """
+    request = Request(scope, receive)
     model = served_model(request)
     executor = service(request).executor
     body = await read_body(request)
-    header_length = request.headers.get(v2_codec.HEADER_LENGTH)
+    header_length = header(scope, HEADER_LENGTH)
     inference = await executor.convert(
         Executor.values_in_body(len(body)), v2_codec.decode_request, body, header_length
     )
@@ -132,7 +141,7 @@ async def infer(request: Request) -> Response:
     content, headers = await executor.convert(
         size, v2_codec.encode_response, response, inference.binary_outputs
     )
-    return Response(content, headers=headers)
+    await send_reply(send, content, headers)
 
 
 async def model_statistics(request: Request) -> Response:
