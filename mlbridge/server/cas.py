@@ -218,21 +218,29 @@ async def decode(request: Request, function: Callable[[bytes], T], body: bytes) 
 
 async def predict(request: Request, codec: CasCodec, body: bytes) -> np.ndarray:
     """POST /{name}: the model's first output for one example or a batch."""
-    array = await decode(request, codec.decode_tensor, body)
+    array = await decode(request, bounded(request, codec).decode_tensor, body)
     return await service(request).infer_tensor(request.path_params["name"], array)
 
 
 async def gradient(request: Request, codec: CasCodec, body: bytes) -> np.ndarray:
     """POST /{name}/gradient: dx = J(x)ᵀ·dy, for x alone or <|"x" -> .., "cotangent" -> ..|>."""
-    arguments = await decode(request, codec.decode_arguments, body)
-    x, cotangent = gradient_arguments(arguments)
+    decoder = bounded(request, codec, cotangents=True).decode_arguments
+    x, cotangent = gradient_arguments(await decode(request, decoder, body))
     return await service(request).gradient(request.path_params["name"], x, cotangent)
 
 
 async def jacobian(request: Request, codec: CasCodec, body: bytes) -> np.ndarray:
     """POST /{name}/jacobian: the full Jacobian at one example."""
-    array = await decode(request, codec.decode_tensor, body)
+    array = await decode(request, bounded(request, codec).decode_tensor, body)
     return await service(request).jacobian(request.path_params["name"], array)
+
+
+def bounded(request: Request, codec: CasCodec, cotangents: bool = False) -> CasCodec:
+    """``codec`` refusing, before it allocates, more numbers than the model's inputs (or, for
+    a gradient, its outputs as cotangents) can hold; an unknown model is a 404 before any
+    decoding."""
+    signature = service(request).model(request.path_params["name"]).signature
+    return codec.bounded(signature.max_values(codec.max_values, cotangents))
 
 
 def gradient_arguments(arguments: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
