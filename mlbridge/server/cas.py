@@ -8,7 +8,6 @@ once per request and passed to the endpoint and the error reply.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
@@ -17,14 +16,14 @@ import numpy as np
 from starlette.requests import ClientDisconnect, Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ..auth import TokenAuthenticator, bearer_token, is_signed
+from ..auth import bearer_token, is_signed
 from ..codecs import CasCodec, codec_for_body, codec_for_reply, decode_cost
 from ..errors import MLBridgeError, PayloadError, PayloadTooLarge, Unauthorized
 from ..inference import Executor, InferenceService
 from .errors import cas_error, client_gone, internal_error
 from .fastpath import send_reply
 from .guard import BodyBudget
-from .policy import Access, DeclaredRoute, authenticator, check_signature, header
+from .policy import Access, DeclaredRoute, authenticator, authorized, header
 
 log = logging.getLogger("mlbridge")
 FIRST_LINE_MAX = 1024  # bytes of a body looked at for the secret before it is checked
@@ -84,23 +83,18 @@ class CasRoute(DeclaredRoute):
     async def authenticated_body(self, request: Request) -> bytes:
         """The body after the secret was proved (a header first; else the body's first line).
 
-        A signed request's body is read, then checked against its signature. The first-line
-        form is refused by a server open to the network. Without a header, only the first
-        line (at most :data:`FIRST_LINE_MAX` bytes of the first chunks received) is looked at
-        before the secret is checked.
+        A header (Bearer or signed) is checked by :func:`~.policy.authorized`, which also
+        checks a signed body as it arrives. The first-line form is refused by a server open
+        to the network. Without a header, only the first line (at most
+        :data:`FIRST_LINE_MAX` bytes of the first chunks received) is looked at before the
+        secret is checked.
         """
         authorization = header(request.scope, b"authorization")
-        if is_signed(authorization):
-            claim = check_signature(request.scope, authorization or "")
-            body = await read_body(request)
-            TokenAuthenticator.check_body(claim, hashlib.sha256(body).hexdigest())
-            return body
-        token = bearer_token(authorization)
-        if token is None and self.access is Access.SECRET_OR_FIRST_LINE and remote(request):
+        headed = is_signed(authorization) or bearer_token(authorization) is not None
+        if headed or self.access is Access.SECRET:
+            return await read_body(request, receive=authorized(request.scope, request.receive))
+        if remote(request):
             raise Unauthorized(REMOTE_FIRST_LINE)
-        if token is not None or self.access is Access.SECRET:
-            authenticator(request.scope).check(token)
-            return await read_body(request)
         body_limit(request, declared_size(request))
         stream = request.stream()
         secret, start = split_secret_line(await first_line(stream))
@@ -118,18 +112,21 @@ def remote(request: Request) -> bool:
 
 
 async def read_body(
-    request: Request, stream: AsyncIterator[bytes] | None = None, start: bytes = b""
+    request: Request,
+    stream: AsyncIterator[bytes] | None = None,
+    start: bytes = b"",
+    receive: Receive | None = None,
 ) -> bytes:
-    """The whole body (``start``, then the rest of ``stream``, else of the request), refused
-    early: before reading when its declared size passes the limit or the body budget, else
-    once it passes the limit."""
+    """The whole body (``start``, then the rest of ``stream``, else of ``receive`` or the
+    request), refused early: before reading when its declared size passes the limit or the
+    body budget, else once it passes the limit."""
     declared = declared_size(request)
     limit = body_limit(request, declared)
     budget: BodyBudget = request.app.state.body_budget
     if declared is not None and not budget.fits(declared - len(start)):
         raise budget.busy()
     if stream is None:
-        return await received_body(request.receive, limit)
+        return await received_body(receive or request.receive, limit)
     chunks, size = [start], len(start)
     async for chunk in stream:
         size += len(chunk)
