@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import MLBridgeError, PayloadError
 from .base import DEFAULT_MAX_VALUES, CasCodec, check_values, failure_fields
-from .json_tensors import BRACKETS_AS_SPACES, flat_numbers, simdjson
+from .json_tensors import BRACKETS_AS_SPACES, flat_numbers
 from .mathematica import fast_shape, skeleton_table
 from .v2 import PLAIN_JSON_MAX, dumps, json_values, loads
 
@@ -51,7 +51,7 @@ class JsonListCodec(CasCodec):
     def _read_directly(self, body: bytes) -> np.ndarray | None:
         """A rectangular array of numbers read by simdjson, no Python object per number
         (the skeleton check of the Mathematica codec); None to read it the plain way."""
-        if len(body) < DIRECT_MIN or simdjson is None:
+        if len(body) < DIRECT_MIN:
             return None
         text = body.strip()
         shape = fast_shape(text, JSON_SKELETON)

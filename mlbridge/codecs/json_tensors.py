@@ -21,11 +21,7 @@ from typing import Any
 
 import numpy as np
 import orjson
-
-try:
-    import simdjson
-except ImportError:  # pragma: no cover - a declared dependency; without it, the plain route
-    simdjson = None  # type: ignore[assignment]
+import simdjson
 
 MIN_SPAN = 3072  # bytes of "data" below which orjson is as fast (one MNIST image: ~4 KB)
 CHUNK = 1 << 16  # bytes of numbers per simdjson parse: its working memory is ~14x this
@@ -44,7 +40,7 @@ NONCE = secrets.token_hex(8)  # in every marker: a client cannot forge one (none
 def load_with_arrays(header: bytes, section: str) -> dict[str, Any] | None:
     """The JSON document with each large ``data`` of ``section``'s entries already an array
     (flat float64 or int64, as orjson's numbers would make it); None to parse it plainly."""
-    spans = data_spans(header) if simdjson is not None else []
+    spans = data_spans(header)
     if not spans:
         return None
     try:

@@ -28,7 +28,7 @@ import numpy as np
 
 from ..errors import MLBridgeError, PayloadError
 from .base import DEFAULT_MAX_VALUES, FAILURE_TAG, CasCodec, check_values, failure_fields
-from .json_tensors import flat_numbers, simdjson
+from .json_tensors import flat_numbers
 
 OPEN, CLOSE, COMMA = ord("{"), ord("}"), ord(",")
 WHITESPACE = b" \t\r\n"
@@ -275,7 +275,7 @@ def _joined(inner: bytes, count: int) -> bytes:
 
 def _read_numbers(text: bytes) -> np.ndarray | None:
     """Every number in the text, in order; None where one does not read as a number."""
-    if len(text) >= JSON_ROUTE_MIN and simdjson is not None and b"`" not in text:
+    if len(text) >= JSON_ROUTE_MIN and b"`" not in text:
         values = _read_as_json(text)
         if values is not None:
             return values
