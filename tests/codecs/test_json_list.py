@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import random
-import tracemalloc
 from unittest import mock
 
 import numpy as np
 import orjson
 import pytest
+from support import traced_peak
 
 from mlbridge.codecs import CAS_CODECS, codec_for_body, codec_for_reply
 from mlbridge.codecs.json_list import DIRECT_MIN, JsonListCodec
@@ -155,12 +155,7 @@ def test_a_big_json_list_costs_memory_near_its_size_and_an_odd_one_is_refused() 
     codec = JsonListCodec()
     images = np.random.default_rng(0).random((2_000, 28, 28), dtype=np.float32)
     body = orjson.dumps(images, option=orjson.OPT_SERIALIZE_NUMPY)
-    tracemalloc.start()
-    try:
-        array = codec.decode_tensor(body)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    array, peak = traced_peak(lambda: codec.decode_tensor(body))
     assert array.dtype == np.float64 and np.array_equal(array.astype(np.float32), images)
     assert peak < 4 * len(body), f"peak {peak / len(body):.1f}x the body"
     odd = b"[" + b"true," * (PLAIN_JSON_MAX // 5) + b"true]"

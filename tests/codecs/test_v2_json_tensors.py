@@ -10,7 +10,6 @@ simdjson way; "plain" with no array large enough, so that none does.
 from __future__ import annotations
 
 import json
-import tracemalloc
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support import traced_peak
 
 from mlbridge.codecs import json_tensors, v2
 from mlbridge.errors import PayloadError
@@ -402,12 +402,7 @@ def test_decoding_ten_thousand_images_takes_memory_near_the_body() -> None:
     document = {"inputs": [{"name": "x", "shape": list(images.shape), "datatype": "FP32",
                             "data": images.ravel()}]}  # fmt: skip
     body = orjson.dumps(document, option=orjson.OPT_SERIALIZE_NUMPY)
-    tracemalloc.start()
-    try:
-        request = v2.decode_request(body)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    request, peak = traced_peak(lambda: v2.decode_request(body))
     assert np.array_equal(request.inputs["x"], images)
     assert peak <= MEMORY_FACTOR * len(body), f"{peak / len(body):.1f}x a {len(body)} byte body"
 

@@ -14,12 +14,17 @@ import os
 import signal
 import subprocess
 import sys
+import tracemalloc
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
 from mlbridge.connection import Connection, wait_for_server
+
+T = TypeVar("T")
 
 REPO = Path(__file__).resolve().parents[2]
 TESTDATA = REPO / "tests" / "testdata"
@@ -112,3 +117,13 @@ def v2_json(images: np.ndarray, name: str = "input") -> dict:
     """A V2 JSON infer request carrying ``images`` as one FP32 input."""
     tensor = {"name": name, "shape": list(images.shape), "datatype": "FP32"}
     return {"inputs": [{**tensor, "data": images.ravel().tolist()}]}
+
+
+def traced_peak(function: Callable[[], T]) -> tuple[T, int]:
+    """What ``function()`` returns, and the peak of memory tracemalloc saw while it ran."""
+    tracemalloc.start()
+    try:
+        result = function()
+        return result, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
