@@ -87,7 +87,7 @@ class TransportGuard:
     def exchange(self, scope: Scope, receive: Receive, send: Send) -> Exchange:
         """An HTTP request as the guard sees it; :meth:`Exchange.refusal` says if it may pass,
         :meth:`Exchange.release` ends it."""
-        return Exchange(scope, receive, send, self.budget, self.allowed, self.names)
+        return Exchange(scope, receive, send, self)
 
 
 async def refuse_websocket(send: Send) -> None:
@@ -98,24 +98,13 @@ async def refuse_websocket(send: Send) -> None:
 class Exchange:
     """One request as the guard sees it: its checked headers, its metered body."""
 
-    __slots__ = (
-        "_receive", "_send", "allowed", "budget", "close", "names", "scope", "status", "taken",
-    )  # fmt: skip
+    __slots__ = ("_receive", "_send", "budget", "close", "guard", "scope", "status", "taken")
 
-    def __init__(
-        self,
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-        budget: BodyBudget,
-        allowed: set[bytes],
-        names: frozenset[bytes],
-    ) -> None:
+    def __init__(self, scope: Scope, receive: Receive, send: Send, guard: TransportGuard) -> None:
         self.scope = scope
-        self.allowed = allowed
-        self.names = names
+        self.guard = guard  # its Host names, and those already found to be this machine's
         self._receive, self._send = receive, send
-        self.budget = budget
+        self.budget = guard.budget
         self.taken = 0  # body bytes counted against the budget
         self.close = False  # whether the reply must close the connection
         self.status = 500  # the reply's status, once it starts (none: the request failed)
@@ -138,7 +127,7 @@ class Exchange:
                 self.close = True  # unless the body is read, it never comes: see send
         if self.scope["method"] == "CONNECT":
             return Refusal(400, "BadRequest", "CONNECT is not served; this is not a proxy")
-        if host in self.allowed or self.host_allowed(host):
+        if host in self.guard.allowed or self.host_allowed(host):
             return None
         return misdirected(host)
 
@@ -149,9 +138,9 @@ class Exchange:
         name = host_name(host)
         server = self.scope.get("server")
         bound = server is not None and name == str(server[0]).lower().encode()
-        if name in self.names or bound:
-            if len(self.allowed) < REMEMBERED_HOSTS:
-                self.allowed.add(host)
+        if name in self.guard.names or bound:
+            if len(self.guard.allowed) < REMEMBERED_HOSTS:
+                self.guard.allowed.add(host)
             return True
         return False
 
