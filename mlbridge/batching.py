@@ -8,8 +8,10 @@ split back by each request's row count. Requests that find a leader (or a drain)
 queue and wait; what is still queued when the leader has its answer (requests that came
 while its batch ran in a worker thread, or that did not fit) is drained by a task. A lone
 request thus costs two turns of the event loop, no task and no wake-up of its own, and is
-never delayed beyond ``max_delay_us``. A request of ``max_batch_size`` rows or more runs at
-once, in a call of its own, and holds up no batch. Requests whose non-batch shapes or
+never delayed beyond ``max_delay_us``. Two kinds of request run at once, in a call of their
+own, holding up no batch: one of ``max_batch_size`` rows or more, and one that nothing can
+join (``may_have_company`` says no: the server has no other connection open, so the
+sequential client of a notebook's loop pays no turns at all). Requests whose non-batch shapes or
 datatypes differ run in separate calls. When a merged call fails, each of its requests is
 run alone, so a request gets its own answer or its own error, never its batch-mate's.
 """
@@ -25,6 +27,10 @@ import numpy as np
 
 Tensors = dict[str, np.ndarray]
 Run = Callable[[Tensors], Awaitable[Tensors]]
+
+
+def always() -> bool:
+    return True
 
 
 @dataclass(frozen=True)
@@ -77,11 +83,16 @@ class Batcher:
     """Merges the concurrent requests of one model (see the module docstring)."""
 
     def __init__(
-        self, policy: BatchPolicy, run: Run, on_batch: Callable[[int, int], None] | None = None
+        self,
+        policy: BatchPolicy,
+        run: Run,
+        on_batch: Callable[[int, int], None] | None = None,
+        may_have_company: Callable[[], bool] = always,
     ) -> None:
         self.policy = policy
         self._run = run
         self._on_batch = on_batch  # told (rows, requests still waiting) at each runtime call
+        self._may_have_company = may_have_company  # False: no other request can come now
         self._queue: list[_Pending] = []
         self._busy = False  # a leader or the drain task is gathering or running batches
         self._drainer: asyncio.Task[None] | None = None  # held: the loop keeps weak references
@@ -93,7 +104,8 @@ class Batcher:
         """Run ``inputs`` (every tensor with a leading batch axis) in the next batch."""
         rows = next(iter(inputs.values())).shape[0]
         pending = _Pending(inputs, rows)
-        if rows >= self.policy.max_batch_size:  # a batch of its own: it waits for no other
+        if rows >= self.policy.max_batch_size or not self._may_have_company():
+            # a batch of its own: it waits for no other
             self._count([pending])
             return await self._run(inputs)
         self._queue.append(pending)

@@ -9,7 +9,7 @@ routes make on a model's gradient companion.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sized
 from functools import partial
 from math import prod
 from typing import TypeVar
@@ -92,6 +92,9 @@ class InferenceService:
         self.in_inference = 0  # requests running or waiting in a model (or its batcher)
         self.batching = batching  # the server-wide policy; a model's config may override it
         self.observe_batch = observe_batch  # told (model, rows, waiting) at each batched call
+        # The server's open connections, where it tells (mlbridge.server.run): with one, the
+        # request being served is the only one there can be, and batches with nobody.
+        self.connections: Sized | None = None
         # name -> (the model object it batches for, its batcher): a reloaded model gets its own
         self._batchers: dict[str, tuple[ServedModel, Batcher | None]] = {}
 
@@ -160,12 +163,22 @@ class InferenceService:
             policy = model.config.batching or self.batching
             batchable = policy.enabled and model.signature.batchable()
             batcher = (
-                Batcher(policy, partial(self._run_model, model), self._batch_observer(model.name))
+                Batcher(
+                    policy,
+                    partial(self._run_model, model),
+                    self._batch_observer(model.name),
+                    self.may_have_company,
+                )
                 if batchable
                 else None
             )
             known = self._batchers[model.name] = (model, batcher)
         return known[1]
+
+    def may_have_company(self) -> bool:
+        """Whether a request could find another to batch with: unless the server has
+        one connection open (HTTP/1.1 serves a connection's requests one at a time)."""
+        return self.connections is None or len(self.connections) > 1
 
     def _batch_observer(self, name: str) -> Callable[[int, int], None] | None:
         observe = self.observe_batch

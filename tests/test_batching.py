@@ -107,6 +107,45 @@ def test_a_lone_request_runs_on_its_own_task() -> None:
     assert tasks == [submitter]
 
 
+def test_a_request_nothing_can_join_runs_at_once_without_a_turn_of_the_loop() -> None:
+    recorder = Recorder()
+    batcher = Batcher(BatchPolicy(max_batch_size=8), recorder, may_have_company=lambda: False)
+
+    async def one() -> bool:
+        turned = asyncio.Event()
+        asyncio.get_running_loop().call_soon(turned.set)
+
+        async def instant(inputs: Tensors) -> Tensors:  # a runtime that never yields
+            return {"y": inputs["x"] + 1}
+
+        alone = Batcher(BatchPolicy(max_batch_size=8), instant, may_have_company=lambda: False)
+        await alone.submit({"x": np.zeros((1, 2), np.float32)})
+        return turned.is_set()
+
+    assert run(one()) is False  # the callback scheduled before it has not run yet
+
+    async def several() -> list[Tensors]:
+        xs = [np.full((1, 2), float(i), np.float32) for i in range(4)]
+        return await asyncio.gather(*(batcher.submit({"x": x}) for x in xs))
+
+    results = run(several())
+    assert recorder.calls == [1, 1, 1, 1]  # each in a call of its own
+    assert [float(r["y"][0, 0]) for r in results] == [1.0, 3.0, 5.0, 7.0]
+
+
+def test_a_leader_that_may_have_company_yields_to_the_loop_first() -> None:
+    async def instant(inputs: Tensors) -> Tensors:
+        return {"y": inputs["x"] + 1}
+
+    async def main() -> bool:
+        turned = asyncio.Event()
+        asyncio.get_running_loop().call_soon(turned.set)
+        await Batcher(BatchPolicy(max_batch_size=8), instant).submit({"x": np.zeros((1, 2))})
+        return turned.is_set()
+
+    assert run(main()) is True
+
+
 def test_requests_that_come_while_a_batch_runs_are_batched_next() -> None:
     recorder = Recorder()  # each call takes 1 ms: a runtime in a worker thread
     batcher = Batcher(BatchPolicy(max_batch_size=8), recorder)

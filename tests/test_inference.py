@@ -287,3 +287,12 @@ def test_workers_bound_the_models_running_at_once() -> None:
 
     assert run(two_at_once(1)) >= 2 * Quick.delay_s
     assert run(two_at_once(2)) < 2 * Quick.delay_s
+
+
+@pytest.mark.parametrize(
+    ("connections", "expected"), [(None, True), (set(), False), ({"a"}, False), ({"a", "b"}, True)]
+)
+def test_a_request_has_company_only_beside_another_open_connection(connections, expected) -> None:
+    service = InferenceService(ModelRegistry(fake_models()))
+    service.connections = connections  # as the server sets it: uvicorn's open connections
+    assert service.may_have_company() is expected

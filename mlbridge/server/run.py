@@ -132,6 +132,7 @@ def _serve(registry: ModelRegistry, settings: Settings, exposure: Exposure) -> N
         **exposure.uvicorn_options(),
     )
     server = PublishingServer(config, published, app.state.reloader if settings.watch else None)
+    app.state.service.connections = server.server_state.connections  # uvicorn's open ones
     server.log_bound = LogBound(settings.home / LOG_FILE, settings.log_max_bytes)
     server_box.append(server)
     try:
