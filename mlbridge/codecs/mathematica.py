@@ -29,6 +29,7 @@ import numpy as np
 from ..errors import MLBridgeError, PayloadError
 from .base import DEFAULT_MAX_VALUES, FAILURE_TAG, CasCodec, check_values, failure_fields
 from .json_tensors import flat_numbers
+from .v2 import dumps, json_values
 
 OPEN, CLOSE, COMMA = ord("{"), ord("}"), ord(",")
 NUMBER = ord("x")  # what a number character is in the skeleton
@@ -55,6 +56,8 @@ _WHITESPACE = np.zeros(256, dtype=bool)
 _WHITESPACE[list(WHITESPACE)] = True
 _BLANK_STRUCTURE = bytes.maketrans(b"{},", b"   ")
 _BLANK_BRACES = bytes.maketrans(b"{}", b"  ")
+_BRACKETS_AS_BRACES = bytes.maketrans(b"[]", b"{}")
+BARE_MANTISSA = re.compile(rb"(?<![0-9.])([0-9]+)e")  # orjson's 1e-7: InputForm wants 1.*^-7
 JSON_ROUTE_MIN = 512  # bytes of text from which simdjson beats numpy's parser (2.2x at 5 KB)
 # Mathematica's numbers JSON lacks a digit in: a bare point before a separator or exponent,
 # or after a separator or sign. Other spellings fail the JSON route and take numpy's.
@@ -98,7 +101,7 @@ class MathematicaCodec(CasCodec):
         return {"x": parse_list(body, self.max_values)}
 
     def encode_tensor(self, array: np.ndarray) -> bytes:
-        return format_list(array).encode()
+        return write_list(array)
 
     def encode_error(self, error: MLBridgeError) -> bytes:
         fields = ", ".join(
@@ -505,9 +508,27 @@ def _raise_bad_token(plain: bytes) -> None:
 
 def format_list(array: np.ndarray) -> str:
     """Write an array as nested ``{...}`` lists that ToExpression reads back exactly."""
+    return write_list(array).decode()
+
+
+def write_list(array: np.ndarray) -> bytes:
+    """:func:`format_list` as bytes: orjson's shortest round-trip digits (float32 at its
+    own precision), respelled for Mathematica, where it can write the array; else a word
+    per number (NaN and infinities, float16, booleans, empty or 0-d arrays)."""
     array = np.asarray(array)
+    if array.ndim and array.size and array.dtype.kind in "iuf" and array.dtype != np.float16:
+        if array.dtype.kind != "f" or np.isfinite(array).all():
+            return _respelled(dumps(json_values(array)))
     words = [format_number(x, array.dtype) for x in array.ravel().tolist()]
-    return words[0] if array.ndim == 0 else _nest(words, array.shape)
+    return (words[0] if array.ndim == 0 else _nest(words, array.shape)).encode()
+
+
+def _respelled(written: bytes) -> bytes:
+    """A JSON array of numbers as InputForm: braces, reals with a point, ``*^`` exponents."""
+    if b"e" in written:  # 1e-7 -> 1.*^-7, 2.5e+20 -> 2.5*^20
+        written = BARE_MANTISSA.sub(rb"\1.e", written).replace(b"e+", b"*^").replace(b"e", b"*^")
+    written = written.replace(b".0,", b".,").replace(b".0]", b".]")  # 3.0 -> 3.
+    return written.translate(_BRACKETS_AS_BRACES).replace(b",", b", ")
 
 
 def format_number(value: float | int, dtype: np.dtype) -> str:

@@ -93,7 +93,8 @@ def test_random_float32_round_trip(mnist) -> None:
     [
         (1.0, "1."),
         (1e-4, "0.0001"),
-        (1e-5, "1.*^-5"),
+        (1e-5, "0.00001"),
+        (1e-7, "1.*^-7"),
         (-2.5e-7, "-2.5*^-7"),
         (3e20, "3.*^20"),
         (0.1, "0.1"),
@@ -106,6 +107,24 @@ def test_reals_use_mathematica_notation(value: float, text: str) -> None:
 def test_never_python_exponent_notation() -> None:
     text = format_list(np.geomspace(1e-30, 1e30, 61, dtype=np.float32))
     assert "e" not in text and "*^-30" in text
+
+
+def test_float64_values_round_trip_exactly_at_every_magnitude() -> None:
+    rng = np.random.default_rng(2)
+    values = rng.standard_normal(400) * np.geomspace(1e-300, 1e300, 400)
+    values = np.concatenate([values, [5e-324, -0.0, 1.7976931348623157e308, 1 / 3]])
+    text = format_list(values)
+    assert "e" not in text and np.array_equal(parse_list(text.encode()), values)
+
+
+def test_what_orjson_cannot_write_is_written_word_by_word() -> None:
+    assert format_list(np.array([np.nan, np.inf, -np.inf, 1.0])) == (
+        "{Indeterminate, Infinity, -Infinity, 1.}"
+    )
+    assert format_list(np.array([0.5, 2.0], np.float16)) == "{0.5, 2.}"
+    assert format_list(np.array([True, False])) == "{1, 0}"
+    assert format_list(np.float32(2.5)) == "2.5"
+    assert format_list(np.zeros((2, 0))) == "{{}, {}}"
 
 
 def test_integers_and_nesting() -> None:
