@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import re
 import warnings
+from collections.abc import Callable
 from functools import lru_cache
 from itertools import islice
 from math import prod
@@ -61,6 +62,9 @@ BARE_MANTISSA = re.compile(rb"(?<![0-9.])([0-9]+)e")  # orjson's 1e-7: InputForm
 JSON_ROUTE_MIN = 512  # bytes of text from which simdjson beats numpy's parser (2.2x at 5 KB)
 # Mathematica's numbers JSON lacks a digit in: a bare point before a separator or exponent,
 # or after a separator or sign. Other spellings fail the JSON route and take numpy's.
+# The same for the exponent mark, in replacements of equal length (in this order):
+# 1.*^-7 -> 1e-007, 1.*^7 -> 1e+07, 1.5*^-7 -> 1.5e-07, 1.5*^7 -> 1.5e+7.
+EXPONENTS = ((b".*^-", b"e-00"), (b".*^", b"e+0"), (b"*^-", b"e-0"), (b"*^", b"e+"))
 JSON_NUMBER_FIXES = (
     (b".,", b".0,"), (b". ", b".0 "), (b".e", b".0e"),
     (b",.", b",0."), (b" .", b" 0."), (b"-.", b"-0."),
@@ -231,7 +235,8 @@ def fast_shape(text: bytes, table: bytes = _SKELETON) -> tuple[int, ...] | None:
     skeleton = text.translate(table, WHITESPACE)
     if not skeleton.startswith(b"{") or b"!" in skeleton:
         return None
-    if _pairs(skeleton, CLOSE, NUMBER) or _pairs(skeleton, NUMBER, OPEN):
+    close_x, x_open, open_x, comma_x = _pair_counts(skeleton)
+    if close_x or x_open:  # a number touches a brace from outside
         return None
     structure = skeleton.translate(None, b"x")
     rank = len(structure) - len(structure.lstrip(b"{"))
@@ -250,7 +255,7 @@ def fast_shape(text: bytes, table: bytes = _SKELETON) -> tuple[int, ...] | None:
         shape.insert(0, count)
     if structure != _joined(_structure(tuple(shape[1:])), shape[0]):
         return None
-    filled = _pairs(skeleton, OPEN, NUMBER) + _pairs(skeleton, COMMA, NUMBER)
+    filled = open_x + comma_x  # numbers that start a slot
     return tuple(shape) if filled == prod(shape) else None
 
 
@@ -291,14 +296,27 @@ def _read_numbers(text: bytes) -> np.ndarray | None:
 
 
 def _read_as_json(text: bytes) -> np.ndarray | None:
-    """The numbers read by simdjson once the text is JSON's (``1.5*^-7`` -> ``1.5e-7``, ``0.``
-    -> ``0.0``, ``.5`` -> ``0.5``), 3-5x faster than numpy's parser; None if any is not then a
-    JSON number (the caller reads the text the slow way, which says what is wrong)."""
+    """The numbers read by simdjson once the text is JSON's (``1.5*^-7`` -> ``1.5e-07``,
+    ``0.`` -> ``0.0``), 3-5x faster than numpy's parser; None if any is not then a JSON
+    number (the caller reads the text the slow way, which says what is wrong).
+
+    Spelled first by replacements of equal length, which cost a copy each (InputForm's
+    ``0., `` -> ``0.0,``); where that is not valid JSON (a bare point elsewhere: ``.5``,
+    ``1.,2.``), spelled again with each bare point given its digit, which costs more.
+    Either spelling keeps every value: a text it does not make JSON's fails to parse.
+    """
+    values = _json_numbers(text, _json_spelling)
+    return values if values is not None else _json_numbers(text, _json_spelling_fixed)
+
+
+def _json_numbers(text: bytes, spelling: Callable[[bytes], bytes]) -> np.ndarray | None:
     pieces, start = [], 0
-    while start < len(text):  # in pieces cut after a comma: each pass holds the GIL briefly
+    while start < len(text):  # in pieces cut after a separator: each pass holds the GIL briefly
         cut = text.find(b",", min(start + CHUNK, len(text)))
         cut = len(text) if cut == -1 else cut + 1
-        pieces.append(_json_spelling(text[start:cut]))
+        while cut < len(text) and text[cut] in WHITESPACE:  # keep "., " whole
+            cut += 1
+        pieces.append(spelling(text[start:cut]))
         start = cut
     plain = b"".join(pieces)
     values = flat_numbers(plain, 0, len(plain))
@@ -306,7 +324,18 @@ def _read_as_json(text: bytes) -> np.ndarray | None:
 
 
 def _json_spelling(piece: bytes) -> bytes:
-    """A piece of list text (whole numbers only, cut after a comma) as JSON spells it."""
+    """A piece of list text (whole numbers only) as JSON spells it, where InputForm's
+    spacing allows replacements of equal length; else not valid JSON."""
+    plain = piece.translate(_BLANK_BRACES)
+    if b"*^" in plain:
+        for mark, spelled in EXPONENTS:
+            plain = plain.replace(mark, spelled)
+    return plain.replace(b"., ", b".0,").replace(b". ", b".0")
+
+
+def _json_spelling_fixed(piece: bytes) -> bytes:
+    """A piece of list text (whole numbers only) as JSON spells it: each bare point given
+    its digit (replacements that grow the text)."""
     plain = piece.translate(_BLANK_BRACES)
     if b"*^" in plain:
         plain = plain.replace(b"*^", b"e")
@@ -316,17 +345,22 @@ def _json_spelling(piece: bytes) -> bytes:
     return b"0" + plain if plain.startswith(b".") else plain
 
 
-def _pairs(data: bytes, first: int, second: int) -> int:
-    """How often byte ``first`` is followed by ``second``, counted a chunk at a time with
-    numpy (``bytes.count`` holds the GIL for the whole of a big body: 0.2 s on 25 MB)."""
-    view = np.frombuffer(data, np.uint8)
-    total = 0
+def _pair_counts(skeleton: bytes) -> tuple[int, int, int, int]:
+    """How often ``}x``, ``x{``, ``{x`` and ``,x`` occur in the skeleton; one pass, a chunk at
+    a time (numpy lets go of the GIL, where ``bytes.count`` held it for the whole of a big
+    body: 0.2 s on 25 MB)."""
+    view = np.frombuffer(skeleton, np.uint8)
+    close_x = x_open = open_x = comma_x = 0
     for start in range(0, max(view.size - 1, 0), CHUNK):
         head = view[start : start + CHUNK]
         tail = view[start + 1 : start + CHUNK + 1]
-        size = min(head.size, tail.size)
-        total += int(np.count_nonzero((head[:size] == first) & (tail[:size] == second)))
-    return total
+        head = head[: tail.size]
+        number_after = tail == NUMBER
+        close_x += int(np.count_nonzero((head == CLOSE) & number_after))
+        x_open += int(np.count_nonzero((head == NUMBER) & (tail == OPEN)))
+        open_x += int(np.count_nonzero((head == OPEN) & number_after))
+        comma_x += int(np.count_nonzero((head == COMMA) & number_after))
+    return close_x, x_open, open_x, comma_x
 
 
 def _parse_strictly(

@@ -7,8 +7,10 @@ import random
 import numpy as np
 import pytest
 
+from mlbridge.codecs.json_tensors import flat_numbers
 from mlbridge.codecs.mathematica import (
     MathematicaCodec,
+    _json_spelling,
     _parse_strictly,
     _read_as_json,
     format_list,
@@ -194,6 +196,7 @@ def test_the_json_route_reads_inputform_numbers_as_numpy_does() -> None:
             assert isinstance(fast, str) and isinstance(strict, str), body
             continue
         assert fast.shape == strict.shape and np.array_equal(fast, strict), body
+        assert np.array_equal(np.signbit(fast), np.signbit(strict)), body  # -0. stays -0.
         taken += _read_as_json(body.strip()) is not None
     assert taken > 100  # the route is really exercised
 
@@ -204,6 +207,20 @@ def test_a_typical_inputform_body_takes_the_json_route() -> None:
     values = _read_as_json(body.strip())
     assert values is not None and values.dtype == np.float64
     np.testing.assert_array_equal(values.reshape(20, 28), _parse_strictly(body.strip()))
+
+
+def test_inputform_spacing_is_spelled_as_json_without_growing_the_text() -> None:
+    """InputForm's ", " after a bare point and its *^ exponents take the replacements of
+    equal length (the fast spelling); the values are the strict parser's, bit for bit."""
+    values = np.array([[0.0, -0.0, 1e-7, 1e7, 2.5e-7, 2.5e7], [3.0, -1e-300, 0.5, 1e300, 7, 8]])
+    body = format_list(values).encode() + b" " * 512
+    assert b"*^-" in body and b"., " in body and b".}" in body
+    spelled = _json_spelling(body.strip())
+    assert len(spelled) == len(body.strip())
+    fast = flat_numbers(spelled, 0, len(spelled))
+    assert fast is not None
+    strict = _parse_strictly(body.strip()).ravel()
+    assert np.array_equal(fast, strict) and np.array_equal(np.signbit(fast), np.signbit(strict))
 
 
 def test_a_bounded_codec_refuses_more_numbers_than_the_model_can_take() -> None:
