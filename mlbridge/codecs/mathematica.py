@@ -550,11 +550,17 @@ def write_list(array: np.ndarray) -> bytes:
     own precision), respelled for Mathematica, where it can write the array; else a word
     per number (NaN and infinities, float16, booleans, empty or 0-d arrays)."""
     array = np.asarray(array)
-    if array.ndim and array.size and array.dtype.kind in "iuf" and array.dtype != np.float16:
-        if array.dtype.kind != "f" or np.isfinite(array).all():
-            return _respelled(dumps(json_values(array)))
+    if _orjson_writes(array):
+        return _respelled(dumps(json_values(array)))
     words = [format_number(x, array.dtype) for x in array.ravel().tolist()]
     return (words[0] if array.ndim == 0 else _nest(words, array.shape)).encode()
+
+
+def _orjson_writes(array: np.ndarray) -> bool:
+    """Whether orjson writes every number of ``array`` as InputForm's (finite, not float16)."""
+    if not (array.ndim and array.size and array.dtype.kind in "iuf"):
+        return False
+    return array.dtype.kind != "f" or (array.dtype != np.float16 and bool(np.isfinite(array).all()))
 
 
 def _respelled(written: bytes) -> bytes:
