@@ -117,6 +117,7 @@ def test_tflite_model_served_like_onnx(tmp_path: Path, mnist) -> None:
         server.stop()
 
 
+@pytest.mark.slow  # seconds: CI runs it, the fast part does not
 def test_a_broken_model_is_reported_and_the_others_load(tmp_path: Path) -> None:
     repository = tmp_path / "models"
     repository.mkdir()
@@ -149,6 +150,7 @@ def test_serve_refuses_with_one_clear_line(tmp_path: Path, args, message) -> Non
     assert message in done.stderr and "Traceback" not in done.stderr
 
 
+@pytest.mark.slow  # seconds: CI runs it, the fast part does not
 def test_busy_port_and_second_server_are_refused(tmp_path: Path) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
@@ -213,6 +215,7 @@ def test_a_stale_connection_file_is_replaced(tmp_path: Path) -> None:
         server.stop()
 
 
+@pytest.mark.slow  # seconds: CI runs it, the fast part does not
 def test_detach_passes_every_setting_to_the_server(tmp_path: Path) -> None:
     token_file = tmp_path / "secret" / "token"
     env = {**os.environ, "MLBRIDGE_HOME": str(tmp_path / "home")}
@@ -228,6 +231,7 @@ def test_detach_passes_every_setting_to_the_server(tmp_path: Path) -> None:
         assert mlbridge("stop", env=env).returncode == 0
 
 
+@pytest.mark.slow  # seconds: CI runs it, the fast part does not
 def test_model_folder_with_config_and_detach(tmp_path: Path, mnist) -> None:
     repository = tmp_path / "models" / "digits"
     repository.mkdir(parents=True)

@@ -142,6 +142,7 @@ def test_error_is_a_failure_expression() -> None:
     )
 
 
+@pytest.mark.slow  # seconds: CI runs it, the fast part does not
 def test_fast_path_agrees_with_the_strict_parser_on_random_bodies() -> None:
     """Whatever the fast path accepts, the step-by-step parser accepts alike, and vice versa."""
     rng = random.Random(0)

@@ -202,6 +202,7 @@ def fuzz(examples: int = EXAMPLES) -> Callable:
 # --- the properties ----------------------------------------------------------------------
 
 
+@pytest.mark.slow  # seconds: CI runs it, the fast part does not
 def test_generated_requests_decode_alike_both_ways() -> None:
     taken = []
 
@@ -216,6 +217,7 @@ def test_generated_requests_decode_alike_both_ways() -> None:
     assert sum(taken) >= len(taken) // 10, f"the fast route took {sum(taken)} of {len(taken)}"
 
 
+@pytest.mark.slow  # seconds: CI runs it, the fast part does not
 def test_mutated_requests_decode_alike_both_ways() -> None:
     @fuzz()
     @given(mutated(bodies()))

@@ -633,7 +633,12 @@ def mnist_images(count: int) -> np.ndarray:
     return (images[8000 : 8000 + count] / 255.0 + noise).astype(np.float32)
 
 
-@pytest.mark.parametrize("path", DEMO_MODELS + TEST_MODELS, ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path",
+    [pytest.param(p, marks=pytest.mark.slow) if "cnn" in p.name else p for p in DEMO_MODELS]
+    + TEST_MODELS,  # the CNN takes seconds: CI runs it, the fast part does not
+    ids=lambda p: p.name,
+)
 @pytest.mark.parametrize("batch", [1, 7, 10])
 def test_model_vjp_in_both_precisions_matches_differences(path: Path, batch: int) -> None:
     model = onnx.load(path)

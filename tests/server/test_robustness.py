@@ -23,6 +23,7 @@ def small_server(tmp_path_factory):
     running.stop()
 
 
+@pytest.mark.slow  # seconds: CI runs it, the fast part does not
 def test_concurrent_requests_on_a_tflite_pool_all_answer_correctly(small_server, mnist) -> None:
     images = mnist[0][:64]
     with httpx.Client(base_url=small_server.url, headers=small_server.auth) as client:
