@@ -25,6 +25,8 @@ RUNTIME_MODULE = "onnx_runtime"
 RUNTIME = '''
 """An onnxruntime model for MLServer: V2 request -> numpy -> session.run -> V2 response."""
 
+import os
+
 import numpy as np
 import onnxruntime
 from mlserver import MLModel
@@ -35,7 +37,8 @@ from mlserver.types import InferenceRequest, InferenceResponse
 class OnnxModel(MLModel):
     async def load(self) -> bool:
         options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = 2  # as mlbridge's default "threads"
+        # as mlbridge's default "threads": 2, at most the CPUs this process may run on
+        options.intra_op_num_threads = min(2, len(os.sched_getaffinity(0)))
         options.inter_op_num_threads = 1
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = onnxruntime.InferenceSession(
