@@ -39,7 +39,8 @@ NONCE = secrets.token_hex(8)  # in every marker: a client cannot forge one (none
 
 def load_with_arrays(header: bytes, section: str) -> dict[str, Any] | None:
     """The JSON document with each large ``data`` of ``section``'s entries already an array
-    (flat float64 or int64, as orjson's numbers would make it); None to parse it plainly."""
+    (flat float64 or int64, as orjson's numbers would make it; the floats of an FP32 entry
+    as float32, as the codec would cast them); None to parse it plainly."""
     spans = data_spans(header)
     if not spans:
         return None
@@ -51,7 +52,8 @@ def load_with_arrays(header: bytes, section: str) -> dict[str, Any] | None:
     if marked is None:
         return None
     for index, entry in marked.items():
-        array = span_numbers(header, spans[index], entry.get("shape"))
+        narrow = np.float32 if entry.get("datatype") == "FP32" else None
+        array = span_numbers(header, spans[index], entry.get("shape"), narrow)
         if array is None:
             return None
         entry["data"] = array
@@ -138,14 +140,16 @@ def marked_entries(document: Any, section: str, nonce: str, count: int) -> dict[
     return marked if len(marked) == count else None
 
 
-def span_numbers(header: bytes, span: tuple[int, int], shape: Any) -> np.ndarray | None:
+def span_numbers(
+    header: bytes, span: tuple[int, int], shape: Any, narrow: type | None = None
+) -> np.ndarray | None:
     """The numbers of a span, flat; None if it holds anything else or is not rectangular
     exactly as ``shape`` (nested data only: flat data may have any shape)."""
     start, end = span
     if header.find(b"[", start + 1, end) == -1:
-        return flat_numbers(header, start + 1, end - 1)
+        return flat_numbers(header, start + 1, end - 1, narrow)
     text = flattened(header[start:end], shape)
-    return None if text is None else flat_numbers(text, 0, len(text))
+    return None if text is None else flat_numbers(text, 0, len(text), narrow)
 
 
 def flattened(raw: bytes, shape: Any) -> bytes | None:
@@ -207,29 +211,43 @@ def _nested(dims: tuple[int, ...]) -> bytes:
     return text
 
 
-def flat_numbers(text: bytes, start: int, end: int) -> np.ndarray | None:
+def flat_numbers(
+    text: bytes, start: int, end: int, narrow: type | None = None
+) -> np.ndarray | None:
     """Comma-separated JSON numbers in ``text[start:end]`` as float64 if any is a float,
-    else int64 (as orjson and numpy make them); None if anything else is there."""
+    else int64 (as orjson and numpy make them); None if anything else is there.
+
+    With ``narrow`` (float32), floats are stored at that precision as each chunk is read,
+    rounded as a cast of the float64 array would round them: half the memory, no second
+    pass. A value too large for it gives the float64 array instead, whose cast then names
+    the value (JSON has no infinities, so an infinity here is an overflow).
+    """
     floats = any(text.find(mark, start, end) != -1 for mark in FLOAT_BYTES)
     kind, dtype = ("d", np.float64) if floats else ("i", np.int64)
+    stored = narrow if floats and narrow is not None else dtype
     parser, view = simdjson.Parser(), memoryview(text)
     try:
         if end - start <= CHUNK:
             values = _parse(parser, view[start:end], kind, dtype)
             return values if values.size else None
-        out = np.empty(_count(view[start:end], b",") + 1, dtype)
-        filled = 0
-        while start < end:
-            cut = text.find(b",", min(start + CHUNK, end), end)
-            cut = end if cut == -1 else cut
-            values = _parse(parser, view[start:cut], kind, dtype)
-            if filled + values.size > out.size:
-                return None
-            out[filled : filled + values.size] = values
-            filled, start = filled + values.size, cut + 1
+        out: np.ndarray = np.empty(_count(view[start:end], b",") + 1, stored)
+        filled, first = 0, start
+        with np.errstate(over="ignore"):
+            while start < end:
+                cut = text.find(b",", min(start + CHUNK, end), end)
+                cut = end if cut == -1 else cut
+                values = _parse(parser, view[start:cut], kind, dtype)
+                if filled + values.size > out.size:
+                    return None
+                out[filled : filled + values.size] = values
+                filled, start = filled + values.size, cut + 1
     except (ValueError, TypeError, RuntimeError):  # not a number, or one orjson reads otherwise
         return None
-    return out if filled == out.size else None  # a blank chunk held no number
+    if filled != out.size:
+        return None  # a blank chunk held no number
+    if stored is not dtype and np.isinf(out).any():
+        return flat_numbers(text, first, end)
+    return out
 
 
 def _parse(parser: Any, numbers: memoryview, kind: str, dtype: type) -> np.ndarray:
