@@ -11,8 +11,8 @@ request thus costs two turns of the event loop, no task and no wake-up of its ow
 never delayed beyond ``max_delay_us``. Two kinds of request run at once, in a call of their
 own, holding up no batch: one of ``max_batch_size`` rows or more, and one that nothing can
 join (``may_have_company`` says no: the server has no other connection open, so the
-sequential client of a notebook's loop pays no turns at all). Requests whose non-batch shapes or
-datatypes differ run in separate calls. When a merged call fails, each of its requests is
+sequential client of a notebook's loop pays no turns at all). Requests whose non-batch
+shapes or datatypes differ run in separate calls. When a merged call fails, each of its requests is
 run alone, so a request gets its own answer or its own error, never its batch-mate's.
 """
 
@@ -122,9 +122,7 @@ class Batcher:
     async def _lead(self, own: _Pending) -> Tensors:
         """Run the batch that holds ``own`` (the oldest request) on this task; hand on the rest."""
         try:
-            await asyncio.sleep(0)  # two turns of the event loop, as in _gather (inline: one
-            await asyncio.sleep(0)  # coroutine fewer to suspend and resume at each)
-            await self._wait_for_more()
+            await self._gather()
             if len(self._queue) == 1:  # still alone: run it as it came
                 self._queue.clear()
                 self._count([own])

@@ -60,11 +60,11 @@ _BLANK_BRACES = bytes.maketrans(b"{}", b"  ")
 _BRACKETS_AS_BRACES = bytes.maketrans(b"[]", b"{}")
 BARE_MANTISSA = re.compile(rb"(?<![0-9.])([0-9]+)e")  # orjson's 1e-7: InputForm wants 1.*^-7
 JSON_ROUTE_MIN = 512  # bytes of text from which simdjson beats numpy's parser (2.2x at 5 KB)
-# Mathematica's numbers JSON lacks a digit in: a bare point before a separator or exponent,
-# or after a separator or sign. Other spellings fail the JSON route and take numpy's.
-# The same for the exponent mark, in replacements of equal length (in this order):
+# The exponent mark as JSON spells it, in replacements of equal length (in this order):
 # 1.*^-7 -> 1e-007, 1.*^7 -> 1e+07, 1.5*^-7 -> 1.5e-07, 1.5*^7 -> 1.5e+7.
 EXPONENTS = ((b".*^-", b"e-00"), (b".*^", b"e+0"), (b"*^-", b"e-0"), (b"*^", b"e+"))
+# Mathematica's numbers JSON lacks a digit in: a bare point before a separator or exponent,
+# or after a separator or sign. Other spellings fail the JSON route and take numpy's.
 JSON_NUMBER_FIXES = (
     (b".,", b".0,"), (b". ", b".0 "), (b".e", b".0e"),
     (b",.", b",0."), (b" .", b" 0."), (b"-.", b"-0."),

@@ -40,8 +40,8 @@ class Runtime(ABC):
 
     def __init__(self, path: Path, threads: int = 1) -> None:
         self.path = path
-        # Never more compute threads than CPUs this process may run on: on one CPU, a
-        # second onnxruntime thread cost the CNN under 8 clients 16% of its throughput.
+        # Never more compute threads than CPUs this process may run on: on one CPU, a second
+        # onnxruntime thread cost the CNN 15% on one image, 6% under 8 clients.
         self.threads = max(1, min(threads, usable_cpus()))
 
     @abstractmethod

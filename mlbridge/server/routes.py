@@ -129,14 +129,15 @@ async def infer(scope: Scope, receive: Receive, send: Send) -> None:
     A lean endpoint (see mlbridge.server.fastpath): the hot path of V2 clients.
     """
     request = Request(scope, receive)
+    inference_service = service(request)
     model = served_model(request)
-    executor = service(request).executor
+    executor = inference_service.executor
     body = await read_body(request)
     header_length = header(scope, HEADER_LENGTH)
     inference = await executor.convert(
         Executor.values_in_body(len(body)), v2_codec.decode_request, body, header_length
     )
-    response = await service(request).infer(model.name, inference, model.version)
+    response = await inference_service.infer(model.name, inference, model.version)
     size = sum(array.size for array in response.outputs.values())
     content, headers = await executor.convert(
         size, v2_codec.encode_response, response, inference.binary_outputs
