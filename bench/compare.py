@@ -98,12 +98,9 @@ def sequential(running: dict[str, servers.Server], images: np.ndarray, count: in
     figures: dict[tuple[str, str], list[tuple[float, float]]] = {}
     for rep in range(reps):
         for label, name, raws in plan:
-            server = running[name]
-            loadgen.sequential(server.port, raws, 100)  # warm-up
-            cpu = server.cpu_s()
-            times = loadgen.sequential(server.port, raws, count)
-            cpu_us = (server.cpu_s() - cpu) / count * 1e6
-            figures.setdefault((label, name), []).append((float(np.median(times)) * 1e6, cpu_us))
+            figures.setdefault((label, name), []).append(
+                running[name].sequential_cost(raws, count, 100)
+            )
         print(f"sequential repetition {rep + 1} done", flush=True)
     return figures
 

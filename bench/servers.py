@@ -21,12 +21,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import psutil
 
 from mlbridge.connection import find_connection
 from mlbridge.registry import DEMO_MODELS
 
-from . import mlserver_onnx
+from . import loadgen, mlserver_onnx
 from .loadgen import Connection, request_bytes
 
 HERE = Path(__file__).resolve().parent
@@ -108,6 +109,14 @@ class Server:
                 continue
             total += times.user + times.system
         return total
+
+    def sequential_cost(self, raws: list[bytes], count: int, warm_up: int) -> tuple[float, float]:
+        """p50 µs and server CPU µs per request of ``count`` requests sent one after another
+        on one keep-alive connection, after ``warm_up`` unmeasured ones."""
+        loadgen.sequential(self.port, raws, warm_up)
+        cpu = self.cpu_s()
+        times = loadgen.sequential(self.port, raws, count)
+        return float(np.median(times)) * 1e6, (self.cpu_s() - cpu) / count * 1e6
 
     def rss_mb(self) -> float:
         """Resident memory of the whole process tree, in MB (10^6 bytes)."""

@@ -21,9 +21,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
-from . import loadgen, servers
+from . import servers
 from .compare import floor_requests
 from .run import SINGLE_IMAGES, held_out_images, raise_priority
 
@@ -88,11 +86,7 @@ def main() -> None:
             for _ in range(REPETITIONS):
                 for name, server in running.items():
                     count = HYPERCORN_REQUESTS if name.startswith("hypercorn") else REQUESTS
-                    loadgen.sequential(server.port, raws, 100)  # warm-up
-                    cpu = server.cpu_s()
-                    times = loadgen.sequential(server.port, raws, count)
-                    cpu_us = (server.cpu_s() - cpu) / count * 1e6
-                    figures.setdefault(name, []).append((float(np.median(times)) * 1e6, cpu_us))
+                    figures.setdefault(name, []).append(server.sequential_cost(raws, count, 100))
         finally:
             for server in running.values():
                 server.stop()

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import loadgen, servers
+from . import servers
 from .compare import REQUEST_PATH, before_tree
 from .payloads import FORMATS
 from .run import SINGLE_IMAGES, held_out_images, raise_priority
@@ -74,11 +74,7 @@ def measure(fmt: str, running: dict[str, servers.Server], images: np.ndarray) ->
                 FORMATS[fmt].request("mnist", images[i : i + 1], server.auth)
                 for i in range(len(images))
             ]
-            loadgen.sequential(server.port, raws, 200)  # warm-up
-            cpu = server.cpu_s()
-            times = loadgen.sequential(server.port, raws, REQUESTS)
-            cpu_us = (server.cpu_s() - cpu) / REQUESTS * 1e6
-            figures[name].append((float(np.median(times)) * 1e6, cpu_us))
+            figures[name].append(server.sequential_cost(raws, REQUESTS, 200))
     for name, runs in figures.items():
         p50 = statistics.median(run[0] for run in runs)
         cpu = statistics.median(run[1] for run in runs)
