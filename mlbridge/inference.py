@@ -18,6 +18,7 @@ import numpy as np
 from anyio import CapacityLimiter, to_thread
 
 from .batching import NO_BATCHING, Batcher, BatchPolicy
+from .eager import own_task
 from .errors import (
     BadRequest,
     DatatypeMismatch,
@@ -62,12 +63,14 @@ class Executor:
         """Run a model call: inline if the input is small and the runtime never blocks."""
         if model.runtime.inline_safe and values <= INLINE_MAX_VALUES:
             return call()
+        await own_task()  # anyio (its cancel scopes) expects a task
         return await to_thread.run_sync(call, limiter=self.model_limiter)
 
     async def convert(self, values: int, function: Callable[..., T], *args: object) -> T:
         """Run a codec (decode or encode) of ``values`` numbers: inline if small."""
         if values <= INLINE_MAX_VALUES:
             return function(*args)
+        await own_task()  # anyio (its cancel scopes) expects a task
         return await to_thread.run_sync(function, *args)
 
     @staticmethod

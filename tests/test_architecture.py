@@ -31,6 +31,7 @@ LAYERS = {
     "runtimes": 1,
     "auth": 1,
     "settings": 1,
+    "eager": 0,  # coroutines run at once, a task only if they wait (inference, server)
     "batching": 1,  # the policy type (model configs) and the batcher (inference)
     "model_config": 1,
     "connection": 1,

@@ -29,6 +29,7 @@ from starlette.applications import Starlette
 from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
+from ..eager import own_task
 from .guard import TransportGuard, refuse_websocket
 from .metrics import RequestObserver
 
@@ -87,6 +88,7 @@ class ServedApp(Starlette):
             if scope["type"] == "websocket":
                 await refuse_websocket(send)
             else:
+                await own_task()
                 await self.middleware_stack(scope, receive, send)  # lifespan
             return
         started = time.perf_counter()
@@ -97,7 +99,11 @@ class ServedApp(Starlette):
                 await exchange.refuse(refusal)
                 return
             route = self.hot.route(scope)
-            app = self.middleware_stack if route is None else route.app
+            if route is None:
+                await own_task()  # Starlette's stack may use anyio, which needs one
+                app = self.middleware_stack
+            else:
+                app = route.app
             await app(scope, exchange.receive, exchange.send)
         finally:
             exchange.release()

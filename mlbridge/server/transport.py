@@ -15,6 +15,11 @@ a first reply. :class:`GuardedHttpProtocol` adds, per connection, before any of 
   connection is simply closed);
 - a request httptools cannot parse: 400, in the JSON form below (uvicorn's is plain text).
 
+On the only open connection (a notebook's loop of calls), a request whose head and body
+arrive in the same read runs at once, in that read's callback, rather than as a task for a
+later turn of the loop, and its reply leaves in one write; it becomes a task only if it has
+to wait (:mod:`mlbridge.eager`). Otherwise a request starts as uvicorn starts it.
+
 A refusal is ``{"error": ..., "code": ...}`` with ``Connection: close``; the server then
 stops writing, drops what the client still sends for :data:`LINGER_S` (so the client reads
 the reply, not a reset) and closes. The common request, whose head and body arrive in one
@@ -36,6 +41,7 @@ from typing import Any, ClassVar
 import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from .. import eager
 from ..settings import Settings
 
 log = logging.getLogger("mlbridge")
@@ -107,6 +113,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self.deadline: asyncio.TimerHandle | None = None
         self.deadline_for: tuple[Phase, int] | None = None
         self.linger: asyncio.TimerHandle | None = None
+        self.parsing = False  # inside the parser: a request is started after the read
+        self.starting: tuple[Any, Any] | None = None  # that request: (cycle, app)
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         if len(self.connections) >= self.limits.max_connections:
@@ -133,7 +141,14 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self.read_size = len(data)
         begun, completed, trailing = self.begun, self.completed, self.trailing
         self.body_seen = False
-        super().data_received(data)
+        self.parsing = True
+        try:
+            super().data_received(data)
+        finally:
+            self.parsing = False
+        starting, self.starting = self.starting, None
+        if starting is not None:
+            self.start(*starting)
         if self.refused or self.transport.is_closing():
             return
         if self.phase is HEAD:
@@ -204,6 +219,32 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     def _unsupported_upgrade_warning(self) -> None:
         """The guard refuses every upgrade request (mlbridge.server.guard): nothing to warn."""
 
+    # starting a request
+
+    def _start_asgi_task(self, cycle: Any, app: Any) -> None:
+        """uvicorn's start of a request (at the end of its head): one whose head ends in the
+        read being parsed starts once the read is parsed, when its body may be complete."""
+        if self.parsing:
+            self.starting = (cycle, app)
+        else:
+            super()._start_asgi_task(cycle, app)
+
+    def start(self, cycle: Any, app: Any) -> None:
+        """Run a request at once if its body is all here and its connection is the only one
+        open (what it writes meanwhile leaves in one piece); else as uvicorn runs it."""
+        if cycle.more_body or len(self.connections) > 1:
+            super()._start_asgi_task(cycle, app)  # with company it would wait to batch anyway
+            return
+        corked = cycle.transport = Corked(self.transport)
+        try:
+            task = eager.start(cycle.run_asgi(app), self.loop)
+        finally:
+            corked.flush()
+            cycle.transport = self.transport
+        if task is not None:  # it waits: tracked as uvicorn tracks its own
+            task.add_done_callback(self.tasks.discard)
+            self.tasks.add(task)
+
     # deadlines and refusals
 
     def arm(self) -> None:
@@ -269,6 +310,38 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             self.transport.write_eof()
         self.linger = self.loop.call_later(LINGER_S, self.transport.close)
         log.debug("refused a connection: %s", reply.split(b"\r\n", 1)[0].decode())
+
+
+class Corked:
+    """A transport that holds the first thing written (a reply's head) until the next (its
+    body), so that the two leave in one write, one system call; then writes pass straight
+    through. :meth:`flush` sends a head still held."""
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+        self.held: bytes | None = None
+        self.passing = False
+
+    def write(self, data: bytes) -> None:
+        if self.passing:
+            self.transport.write(data)
+        elif self.held is None:
+            self.held = data
+        else:
+            self.transport.write(self.held + data)
+            self.held, self.passing = None, True
+
+    def flush(self) -> None:
+        if self.held is not None:
+            self.transport.write(self.held)
+        self.held, self.passing = None, True
+
+    def close(self) -> None:
+        self.flush()
+        self.transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.transport, name)
 
 
 class HeadTooLarge(Exception):
