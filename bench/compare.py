@@ -3,6 +3,7 @@
     .venv/bin/python -m bench.compare                  # the working tree against HEAD
     .venv/bin/python -m bench.compare --ref HEAD~1 --files mlbridge/batching.py
     .venv/bin/python -m bench.compare --inprocess      # the ASGI app alone (bench.microbench)
+    .venv/bin/python -m bench.compare --paired 15 --requests 1000   # small effects, see below
 
 The "before" tree is a copy of ``mlbridge/`` in which the files named by ``--files``
 (default: the request path's modules, :data:`REQUEST_PATH`) are as they are at ``--ref``,
@@ -13,7 +14,11 @@ requests, repetitions outermost and the servers in turn: one image at a time on 
 keep-alive connection (p50, server CPU per request), then 8 concurrent clients (req/s,
 server CPU per request, the mean batch size). Prints medians and after/before ratios.
 ``--inprocess`` instead times the whole app called as ASGI (no socket), each tree in its
-own process, alternating.
+own process, alternating. ``--paired N`` measures effects smaller than this machine's drift
+(±10% between repetitions of a few seconds): one image at a time, N short windows of
+``--requests`` each per format, the two servers alternating (and which goes first), and
+reports the after/before ratio of each window's pair (quartiles: a ratio whose quartiles
+are all below 1 is a gain), so that the drift cancels within each pair.
 """
 
 from __future__ import annotations
@@ -180,6 +185,42 @@ def servers_side_by_side(args: argparse.Namespace, folder: Path) -> None:
     print_concurrent(conc)
 
 
+def paired(args: argparse.Namespace, folder: Path) -> None:
+    """Sequential windows, before and after in turn; the quartiles of each pair's ratio."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) >= 2:
+        servers.pin({cpus[0]}, set(cpus[1:]))
+    raise_priority()
+    images = held_out_images()[:SINGLE_IMAGES]
+    trees = {"before": before_tree(folder, args.ref, args.files), "after": after_tree(folder)}
+    running = {name: start(tree, folder) for name, tree in trees.items()}
+    print("| request | p50 before → after µs | p50 ratio q25 / q50 / q75 | CPU before → after "
+          "µs | CPU ratio q25 / q50 / q75 |")  # fmt: skip
+    print("| --- | ---: | ---: | ---: | ---: |")
+    try:
+        for fmt, model in SEQUENTIAL:
+            raws = {name: requests(server, fmt, model, images) for name, server in running.items()}
+            figures: dict[str, list[tuple[float, float]]] = {"before": [], "after": []}
+            for window in range(args.paired):
+                order = ("before", "after") if window % 2 == 0 else ("after", "before")
+                for name in order:
+                    cost = running[name].sequential_cost(raws[name], args.requests, 100)
+                    figures[name].append(cost)
+            (p50_b, cpu_b), (p50_a, cpu_a) = (medians(figures[n]) for n in ("before", "after"))
+            pairs = list(zip(figures["before"], figures["after"]))
+            p50_q = quartiles([a[0] / b[0] for b, a in pairs])
+            cpu_q = quartiles([a[1] / b[1] for b, a in pairs])
+            print(f"| {fmt} {model} | {p50_b:.0f} → {p50_a:.0f} | {p50_q} | {cpu_b:.0f} → "
+                  f"{cpu_a:.0f} | {cpu_q} |", flush=True)  # fmt: skip
+    finally:
+        for server in running.values():
+            server.stop()
+
+
+def quartiles(ratios: list[float]) -> str:
+    return " / ".join(f"{q:.3f}" for q in np.percentile(ratios, [25, 50, 75]))
+
+
 def inprocess(args: argparse.Namespace, folder: Path) -> None:
     """bench.microbench's whole-app figures, each tree in its own process, alternating."""
     trees = {"before": before_tree(folder, args.ref, args.files), "after": after_tree(folder)}
@@ -216,10 +257,14 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=3000, help="sequential, per repetition")
     parser.add_argument("--seconds", type=float, default=3.0, help="concurrent, per repetition")
     parser.add_argument("--inprocess", action="store_true", help="time the app alone, in process")
+    parser.add_argument("--paired", type=int, metavar="N", help="N paired windows (docstring)")
     args = parser.parse_args()
     args.files = tuple(args.files)
     with tempfile.TemporaryDirectory(prefix="mlbridge-compare-") as folder:
-        (inprocess if args.inprocess else servers_side_by_side)(args, Path(folder))
+        if args.paired:
+            paired(args, Path(folder))
+        else:
+            (inprocess if args.inprocess else servers_side_by_side)(args, Path(folder))
 
 
 if __name__ == "__main__":
