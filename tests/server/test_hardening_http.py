@@ -275,6 +275,43 @@ def test_the_server_is_whole_after_the_hostile_table(limited) -> None:
     assert "Traceback" not in log and limited.token not in log
 
 
+def read_replies(sock: socket.socket, count: int) -> list[Reply]:
+    """``count`` replies from one connection, however its reads split or join them."""
+    data, replies = b"", []
+    while len(replies) < count:
+        head, found, rest = data.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        headers = dict(line.lower().split(": ", 1) for line in lines[1:]) if found else {}
+        size = int(headers.get("content-length", "0"))
+        if found and len(rest) >= size:
+            replies.append(Reply(int(lines[0].split()[1]), headers, rest[:size]))
+            data = rest[size:]
+            continue
+        chunk = sock.recv(65536)
+        assert chunk, f"the connection ended after {len(replies)} replies"
+        data += chunk
+    return replies
+
+
+def test_requests_pipelined_in_one_write_are_answered_in_order(limited) -> None:
+    """Whole requests in one read: each runs at once or as a task (the lean routes, a
+    refusal, Starlette's own stack), and the replies come back in the order asked."""
+    body = v2_json_body()
+    infer = post("/v2/models/linear/infer", bearer("TOKEN") + length(len(body)), body)
+    missing = post("/v2/models/nosuch/infer", bearer("TOKEN") + length(len(body)), body)
+    metadata = get("/v2/models/linear", bearer(limited.token))
+    unauthorized = get("/v2/models/linear")
+    batch = b"".join(r(limited.token) for r in (infer, missing, metadata, unauthorized, infer))
+    with socket.create_connection(address(limited), timeout=10) as sock:
+        sock.sendall(batch)
+        replies = read_replies(sock, 5)
+    assert [reply.status for reply in replies] == [200, 404, 200, 401, 200]
+    first, last = (json.loads(replies[i].body)["outputs"][0]["data"] for i in (0, 4))
+    assert len(first) == 10 and first == last
+    assert json.loads(replies[2].body)["name"] == "linear"
+    assert json.loads(replies[1].body)["code"] == "ModelNotFound"
+
+
 def test_a_client_awaiting_100_continue_gets_it_only_for_its_first_line(limited) -> None:
     headers = length(MIB) + b"Expect: 100-continue\r\n"
     refused = exchange(limited, post("/v2/models/linear/infer", headers)(""))
