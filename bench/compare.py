@@ -165,13 +165,19 @@ def print_concurrent(figures) -> None:
               f"{cpu_a:.0f} | {bat_b:.2f} | {bat_a:.2f} |")  # fmt: skip
 
 
-def servers_side_by_side(args: argparse.Namespace, folder: Path) -> None:
+def pinned_trees(args: argparse.Namespace, folder: Path) -> tuple[np.ndarray, dict[str, Path]]:
+    """Pin as ``python -m bench`` pins (client on the first CPU, servers on the rest), raise
+    this process's priority; the single images to send and the two trees to serve."""
     cpus = sorted(os.sched_getaffinity(0))
     if len(cpus) >= 2:
         servers.pin({cpus[0]}, set(cpus[1:]))
     raise_priority()
-    images = held_out_images()[:SINGLE_IMAGES]
     trees = {"before": before_tree(folder, args.ref, args.files), "after": after_tree(folder)}
+    return held_out_images()[:SINGLE_IMAGES], trees
+
+
+def servers_side_by_side(args: argparse.Namespace, folder: Path) -> None:
+    images, trees = pinned_trees(args, folder)
     running = {"echo": servers.start_echo("asgi", folder)}
     try:
         for name, tree in trees.items():
@@ -187,12 +193,7 @@ def servers_side_by_side(args: argparse.Namespace, folder: Path) -> None:
 
 def paired(args: argparse.Namespace, folder: Path) -> None:
     """Sequential windows, before and after in turn; the quartiles of each pair's ratio."""
-    cpus = sorted(os.sched_getaffinity(0))
-    if len(cpus) >= 2:
-        servers.pin({cpus[0]}, set(cpus[1:]))
-    raise_priority()
-    images = held_out_images()[:SINGLE_IMAGES]
-    trees = {"before": before_tree(folder, args.ref, args.files), "after": after_tree(folder)}
+    images, trees = pinned_trees(args, folder)
     running = {name: start(tree, folder) for name, tree in trees.items()}
     print("| request | p50 before → after µs | p50 ratio q25 / q50 / q75 | CPU before → after "
           "µs | CPU ratio q25 / q50 / q75 |")  # fmt: skip

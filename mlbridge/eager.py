@@ -38,6 +38,7 @@ async def _resume(coroutine: Coroutine[Any, Any, None], waiting_on: Any) -> None
     """Step ``coroutine`` on from where it waits on ``waiting_on`` (a future, or None for a
     bare yield), as its task would: this task's own cancellation is passed on to it."""
     while True:
+        thrown: BaseException | None = None
         try:
             if waiting_on is None:
                 await asyncio.sleep(0)
@@ -45,16 +46,12 @@ async def _resume(coroutine: Coroutine[Any, Any, None], waiting_on: Any) -> None
                 waiting_on._asyncio_future_blocking = False  # it was yielded, not to a task
                 await waiting_on
         except asyncio.CancelledError as cancelled:
-            if waiting_on is not None and waiting_on.cancelled():
-                step, value = coroutine.send, None  # the future was: the coroutine reads that
-            else:
-                step, value = coroutine.throw, cancelled  # this task was
+            if waiting_on is None or not waiting_on.cancelled():
+                thrown = cancelled  # this task was cancelled, not the future: pass it on
         except BaseException:
-            step, value = coroutine.send, None  # the future failed: the coroutine reads how
-        else:
-            step, value = coroutine.send, None  # the coroutine reads the future's result
+            pass  # the future failed: the coroutine reads how, as it reads a result
         try:
-            waiting_on = step(value)
+            waiting_on = coroutine.send(None) if thrown is None else coroutine.throw(thrown)
         except StopIteration:
             return
 
