@@ -1,0 +1,222 @@
+"""What a request's parts cost in context: the request path whole and with a part taken away.
+
+    taskset -c 1 .venv/bin/python -m bench.in_context [--reps 15]
+
+Runs one-image requests, as ``python -m bench``'s sequential scenario sends them, through
+mlbridge's own HTTP protocol in this process: uvicorn's config and
+:class:`~mlbridge.server.transport.GuardedHttpProtocol` on a transport that counts what is
+written (no socket, no other process). Each request's parsing, guard, secret, dispatch,
+codecs, validation, model, reply and metrics run as in the server. Variants, measured
+once per repetition each, interleaved, as CPU µs per request and as ratios to the whole
+request of the same repetition (median and quartiles of those ratios):
+
+- *as served*;
+- *without the model's call*: the runtime returns the result of its first call;
+- *framework only* (V2 routes): the route reads the body and answers a fixed reply once the
+  guard has let the request in;
+- *raw ASGI echo*: ``bench.echo``'s app through the same protocol (the floor, in process);
+
+and, from ``bench.microbench``, the same request's codecs and model called back to back in
+a warm loop. The gap between that loop and the request in context is what its parts cost
+when each runs between the others, the cache cold from them (docs/performance.md). Pin it
+to one CPU, as the bench pins servers: the runtime then uses one thread, as served.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import numpy as np
+import uvicorn
+from uvicorn.server import ServerState
+
+from mlbridge.auth import TokenAuthenticator
+from mlbridge.registry import load_registry
+from mlbridge.runtimes.onnx import OnnxRuntime
+from mlbridge.server import routes
+from mlbridge.server.app import create_app
+from mlbridge.server.cas import received_body
+from mlbridge.server.fastpath import send_reply
+from mlbridge.server.transport import TransportLimits, guarded_protocol
+from mlbridge.settings import load_settings
+
+from .echo import asgi_echo
+from .loadgen import request_bytes
+from .microbench import SECRET, new_event_loop, steps
+from .payloads import FORMATS
+from .run import held_out_images
+
+REQUESTS = 300  # per measurement
+FORMATS_MEASURED = ("v2-binary", "v2-json", "wxf", "text")
+# The warm loop's steps of each format (bench.microbench's labels): decode, model, encode.
+WARM_STEPS = {
+    "v2-binary": ("V2 binary decode", "V2 JSON encode (10 logits)"),
+    "v2-json": ("V2 JSON decode (orjson + numpy)", "V2 JSON encode (10 logits)"),
+    "wxf": ("WXF decode (28x28 Real32)", "WXF encode (10 logits)"),
+    "text": ("Mathematica text parse (28x28)", "Mathematica text write (10 logits)"),
+}
+MODEL_STEP = "onnxruntime run, mnist, 1 image (mlbridge's runtime)"
+FIXED_REPLY = (
+    b'{"model_name":"mnist","model_version":"1","outputs":[{"name":"output",'
+    b'"datatype":"FP32","shape":[1,10],"data":[0,0,0,0,0,0,0,0,0,1]}]}'
+)
+
+
+class CountingTransport(asyncio.Transport):
+    """A socket's stand-in: counts the protocol's writes and keeps their statuses."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+        self.statuses: set[bytes] = set()
+        self.closed = False
+
+    def write(self, data: Any) -> None:
+        self.writes += 1
+        if data.startswith(b"HTTP/1.1 "):
+            self.statuses.add(bytes(data[9:12]))
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+    def can_write_eof(self) -> bool:
+        return False
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"peername": ("127.0.0.1", 50000), "sockname": ("127.0.0.1", 8000)}.get(
+            name, default
+        )
+
+
+async def serve(app: Any, raw: bytes, count: int) -> None:
+    """``count`` requests, one after another, on one new connection: each is answered
+    (written, and its task if any finished) before the next is fed."""
+    config = uvicorn.Config(
+        app, http=guarded_protocol(TransportLimits()), lifespan="off", log_level="warning"
+    )
+    config.load()
+    state = ServerState()
+    if hasattr(app, "state"):
+        app.state.service.connections = state.connections  # as the server tells it
+    protocol = config.http_protocol_class(config=config, server_state=state, app_state={})
+    transport = CountingTransport()
+    protocol.connection_made(transport)
+    for _ in range(count):
+        before = transport.writes
+        protocol.data_received(raw)
+        while transport.writes == before or protocol.tasks:
+            await asyncio.sleep(0)
+    protocol.connection_lost(None)
+    if transport.statuses != {b"200"}:  # an error's path would be measured instead
+        raise RuntimeError(f"replies with status {sorted(transport.statuses)}; expected 200")
+
+
+def without_model() -> AbstractContextManager[Any]:
+    """The runtime's predict answers the result of its first call."""
+    original = OnnxRuntime.predict
+    kept: dict[int, Any] = {}
+
+    def predict(runtime: OnnxRuntime, inputs: dict[str, np.ndarray]) -> Any:
+        if id(runtime) not in kept:
+            kept[id(runtime)] = original(runtime, inputs)
+        return kept[id(runtime)]
+
+    return mock.patch.object(OnnxRuntime, "predict", predict)
+
+
+def framework_only() -> AbstractContextManager[Any]:
+    """The V2 infer route reads the body and answers a fixed reply."""
+
+    async def answer(scope: Any, receive: Any, send: Any) -> None:
+        await received_body(receive, 1 << 30)
+        await send_reply(send, FIXED_REPLY, {"content-type": "application/json"})
+
+    return mock.patch.object(type(routes.infer), "__call__", staticmethod(answer))
+
+
+def variants(fmt: str) -> dict[str, tuple[str, Callable[[], AbstractContextManager[Any]]]]:
+    """label -> (which app, the change it runs under)."""
+    found = {
+        "as served": ("mlbridge", nullcontext),
+        "without the model's call": ("mlbridge", without_model),
+    }
+    if fmt.startswith("v2"):
+        found["framework only"] = ("mlbridge", framework_only)
+    found["raw ASGI echo, same protocol"] = ("echo", nullcontext)
+    return found
+
+
+def measure(apps: dict[str, Any], raws: dict[str, bytes], reps: int) -> dict[str, dict]:
+    """fmt -> label -> CPU µs per request of each repetition."""
+    loop = new_event_loop()
+    figures: dict[str, dict[str, list[float]]] = {}
+    for _ in range(reps):
+        for fmt, raw in raws.items():
+            for label, (which, change) in variants(fmt).items():
+                with change():
+                    loop.run_until_complete(serve(apps[which], raw, 50))  # warm up
+                    start = time.thread_time()
+                    loop.run_until_complete(serve(apps[which], raw, REQUESTS))
+                    spent = (time.thread_time() - start) / REQUESTS * 1e6
+                figures.setdefault(fmt, {}).setdefault(label, []).append(spent)
+    loop.close()
+    return figures
+
+
+def report(figures: dict[str, dict[str, list[float]]], warm: dict[str, float]) -> None:
+    for fmt, by_label in figures.items():
+        whole = by_label["as served"]
+        print(f"\n{fmt}, one image, mnist: CPU µs per request (ratio to as served, quartiles)")
+        for label, values in by_label.items():
+            ratios = sorted(v / w for v, w in zip(values, whole))
+            low, high = ratios[len(ratios) // 4], ratios[-1 - len(ratios) // 4]
+            spread = f"{statistics.median(ratios):.2f} [{low:.2f}-{high:.2f}]"
+            print(f"  {label:30} {statistics.median(values):7.1f}   {spread}")
+        decode, encode = WARM_STEPS[fmt]
+        loop_sum = warm[decode] + warm[MODEL_STEP] + warm[encode]
+        print(f"  {'warm loop: decode+model+encode':30} {loop_sum:7.1f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reps", type=int, default=15, help="repetitions (default 15)")
+    parser.add_argument("--formats", default=",".join(FORMATS_MEASURED))
+    args = parser.parse_args()
+    image = held_out_images()[0]
+    registry = load_registry([])
+    auth = {"Authorization": f"Bearer {SECRET}"}
+    raws = {}
+    for fmt in args.formats.split(","):
+        body, headers = FORMATS[fmt].body(image[np.newaxis], "")
+        raws[fmt] = request_bytes("POST", FORMATS[fmt].path("mnist"), body, {**headers, **auth})
+    with tempfile.TemporaryDirectory() as folder:
+        os.chmod(folder, 0o700)
+        settings = load_settings(environ={"MLBRIDGE_HOME": folder})
+        app = create_app(registry, TokenAuthenticator(SECRET, Path(folder) / "token"), settings)
+        figures = measure({"mlbridge": app, "echo": asgi_echo}, raws, args.reps)
+    cpus = len(os.sched_getaffinity(0))
+    print(f"{args.reps} repetitions of {REQUESTS} requests; this process may run on {cpus} CPU(s)")
+    report(figures, steps(image, registry))
+
+
+if __name__ == "__main__":
+    main()
