@@ -20,18 +20,27 @@ and, from ``bench.microbench``, the same request's codecs and model called back 
 a warm loop. The gap between that loop and the request in context is what its parts cost
 when each runs between the others, the cache cold from them (docs/performance.md). Pin it
 to one CPU, as the bench pins servers: the runtime then uses one thread, as served.
+
+``--ref REV`` adds the request as served by ``mlbridge/`` as it is at REV, loaded in this
+same process under another package name (its imports are relative), interleaved with the
+working tree's: a change measured without the spread between processes (two processes of
+the same code differ by up to ~10% here: memory layout).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -40,21 +49,18 @@ import numpy as np
 import uvicorn
 from uvicorn.server import ServerState
 
-from mlbridge.auth import TokenAuthenticator
 from mlbridge.registry import load_registry
 from mlbridge.runtimes.onnx import OnnxRuntime
 from mlbridge.server import routes
-from mlbridge.server.app import create_app
 from mlbridge.server.cas import received_body
 from mlbridge.server.fastpath import send_reply
-from mlbridge.server.transport import TransportLimits, guarded_protocol
-from mlbridge.settings import load_settings
 
 from .echo import asgi_echo
 from .loadgen import request_bytes
 from .microbench import SECRET, new_event_loop, steps
 from .payloads import FORMATS
 from .run import held_out_images
+from .servers import REPO
 
 REQUESTS = 300  # per measurement
 FORMATS_MEASURED = ("v2-binary", "v2-json", "wxf", "text")
@@ -70,6 +76,7 @@ FIXED_REPLY = (
     b'{"model_name":"mnist","model_version":"1","outputs":[{"name":"output",'
     b'"datatype":"FP32","shape":[1,10],"data":[0,0,0,0,0,0,0,0,0,1]}]}'
 )
+AS_SERVED = "as served"
 
 
 class CountingTransport(asyncio.Transport):
@@ -107,16 +114,55 @@ class CountingTransport(asyncio.Transport):
         )
 
 
-async def serve(app: Any, raw: bytes, count: int) -> None:
+@dataclass
+class Served:
+    """An ASGI app behind the HTTP protocol of one copy of mlbridge."""
+
+    app: Any
+    protocol: type
+
+
+def served(package: str, folder: Path) -> Served:
+    """mlbridge's app and protocol, from ``package`` (``mlbridge``, or a copy of it)."""
+
+    def module(name: str) -> Any:
+        return importlib.import_module(f"{package}.{name}")
+
+    transport = module("server.transport")
+    settings = module("settings").load_settings(environ={"MLBRIDGE_HOME": str(folder)})
+    authenticator = module("auth").TokenAuthenticator(SECRET, folder / f"token-{package}")
+    registry = module("registry").load_registry([])
+    app = module("server.app").create_app(registry, authenticator, settings)
+    return Served(app, transport.guarded_protocol(transport.TransportLimits()))
+
+
+def copy_at(rev: str, folder: Path) -> str:
+    """``mlbridge/`` as it is at ``rev``, importable from ``folder`` as its own package."""
+    name = "mlbridge_at_" + "".join(c if c.isalnum() else "_" for c in rev)
+    archive = subprocess.run(
+        ["git", "archive", rev, "mlbridge"], cwd=REPO, capture_output=True, check=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
+    (folder / "mlbridge").rename(folder / name)
+    sys.path.insert(0, str(folder))
+    return name
+
+
+async def serve(target: Served, raw: bytes, count: int) -> None:
     """``count`` requests, one after another, on one new connection: each is answered
     (written, and its task if any finished) before the next is fed."""
-    config = uvicorn.Config(
-        app, http=guarded_protocol(TransportLimits()), lifespan="off", log_level="warning"
+    config = uvicorn.Config(  # as mlbridge.server.run configures uvicorn
+        target.app,
+        http=target.protocol,
+        lifespan="off",
+        access_log=False,
+        log_level="warning",
+        server_header=False,
     )
     config.load()
     state = ServerState()
-    if hasattr(app, "state"):
-        app.state.service.connections = state.connections  # as the server tells it
+    if hasattr(target.app, "state"):
+        target.app.state.service.connections = state.connections  # as the server tells it
     protocol = config.http_protocol_class(config=config, server_state=state, app_state={})
     transport = CountingTransport()
     protocol.connection_made(transport)
@@ -153,29 +199,34 @@ def framework_only() -> AbstractContextManager[Any]:
     return mock.patch.object(type(routes.infer), "__call__", staticmethod(answer))
 
 
-def variants(fmt: str) -> dict[str, tuple[str, Callable[[], AbstractContextManager[Any]]]]:
-    """label -> (which app, the change it runs under)."""
-    found = {
-        "as served": ("mlbridge", nullcontext),
-        "without the model's call": ("mlbridge", without_model),
-    }
+Variant = tuple[str, Callable[[], AbstractContextManager[Any]]]
+
+
+def variants(fmt: str, ref: str | None) -> dict[str, Variant]:
+    """label -> (which served app, the change it runs under)."""
+    found: dict[str, Variant] = {AS_SERVED: ("mlbridge", nullcontext)}
+    if ref is not None:
+        found[f"as served at {ref}"] = ("ref", nullcontext)
+    found["without the model's call"] = ("mlbridge", without_model)
     if fmt.startswith("v2"):
         found["framework only"] = ("mlbridge", framework_only)
     found["raw ASGI echo, same protocol"] = ("echo", nullcontext)
     return found
 
 
-def measure(apps: dict[str, Any], raws: dict[str, bytes], reps: int) -> dict[str, dict]:
+def measure(
+    targets: dict[str, Served], raws: dict[str, bytes], reps: int, ref: str | None
+) -> dict[str, dict[str, list[float]]]:
     """fmt -> label -> CPU µs per request of each repetition."""
     loop = new_event_loop()
     figures: dict[str, dict[str, list[float]]] = {}
     for _ in range(reps):
         for fmt, raw in raws.items():
-            for label, (which, change) in variants(fmt).items():
+            for label, (which, change) in variants(fmt, ref).items():
                 with change():
-                    loop.run_until_complete(serve(apps[which], raw, 50))  # warm up
+                    loop.run_until_complete(serve(targets[which], raw, 50))  # warm up
                     start = time.thread_time()
-                    loop.run_until_complete(serve(apps[which], raw, REQUESTS))
+                    loop.run_until_complete(serve(targets[which], raw, REQUESTS))
                     spent = (time.thread_time() - start) / REQUESTS * 1e6
                 figures.setdefault(fmt, {}).setdefault(label, []).append(spent)
     loop.close()
@@ -184,7 +235,7 @@ def measure(apps: dict[str, Any], raws: dict[str, bytes], reps: int) -> dict[str
 
 def report(figures: dict[str, dict[str, list[float]]], warm: dict[str, float]) -> None:
     for fmt, by_label in figures.items():
-        whole = by_label["as served"]
+        whole = by_label[AS_SERVED]
         print(f"\n{fmt}, one image, mnist: CPU µs per request (ratio to as served, quartiles)")
         for label, values in by_label.items():
             ratios = sorted(v / w for v, w in zip(values, whole))
@@ -200,22 +251,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=15, help="repetitions (default 15)")
     parser.add_argument("--formats", default=",".join(FORMATS_MEASURED))
+    parser.add_argument("--ref", help="also serve mlbridge/ as it is at this git revision")
     args = parser.parse_args()
     image = held_out_images()[0]
-    registry = load_registry([])
     auth = {"Authorization": f"Bearer {SECRET}"}
     raws = {}
     for fmt in args.formats.split(","):
         body, headers = FORMATS[fmt].body(image[np.newaxis], "")
         raws[fmt] = request_bytes("POST", FORMATS[fmt].path("mnist"), body, {**headers, **auth})
-    with tempfile.TemporaryDirectory() as folder:
+    with tempfile.TemporaryDirectory() as name:
+        folder = Path(name)
         os.chmod(folder, 0o700)
-        settings = load_settings(environ={"MLBRIDGE_HOME": folder})
-        app = create_app(registry, TokenAuthenticator(SECRET, Path(folder) / "token"), settings)
-        figures = measure({"mlbridge": app, "echo": asgi_echo}, raws, args.reps)
+        targets = {"mlbridge": served("mlbridge", folder)}
+        echo = Served(asgi_echo, targets["mlbridge"].protocol)
+        targets["echo"] = echo
+        if args.ref is not None:
+            targets["ref"] = served(copy_at(args.ref, folder), folder)
+        figures = measure(targets, raws, args.reps, args.ref)
     cpus = len(os.sched_getaffinity(0))
     print(f"{args.reps} repetitions of {REQUESTS} requests; this process may run on {cpus} CPU(s)")
-    report(figures, steps(image, registry))
+    report(figures, steps(image, load_registry([])))
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ from .protocol import (
     InferenceRequest,
     InferenceResponse,
     TensorSpec,
+    all_finite,
     cotangent_name,
     gradient_name,
     numpy_dtype,
@@ -351,6 +352,8 @@ def cast_to(model_name: str, spec: TensorSpec, array: np.ndarray) -> np.ndarray:
         return array.astype(dtype)
     with np.errstate(over="ignore"):
         cast = array.astype(dtype)
+    if all_finite(cast):
+        return cast  # nothing overflowed to infinity
     overflowed = np.isinf(cast) & np.isfinite(array)
     if overflowed.any():
         index = _where(overflowed)
@@ -363,32 +366,28 @@ def cast_to(model_name: str, spec: TensorSpec, array: np.ndarray) -> np.ndarray:
 
 def check_finite(model_name: str, spec: TensorSpec, array: np.ndarray, allowed: bool) -> None:
     """Refuse NaN and infinities in an input, unless the model's config allows them."""
-    if allowed or array.dtype.kind not in "fc":
+    if allowed or array.dtype.kind not in "fc" or all_finite(array):
         return
-    finite = np.isfinite(array)
-    if not finite.all():
-        index = _where(~finite)
-        raise PayloadError(
-            f"model {model_name!r} takes finite numbers only: input {spec.name!r} holds "
-            f"{_non_finite(array[index])} at {list(index)}; send finite numbers, or set "
-            '"allow_nonfinite": true in the model\'s config'
-        )
+    index = _where(~np.isfinite(array))
+    raise PayloadError(
+        f"model {model_name!r} takes finite numbers only: input {spec.name!r} holds "
+        f"{_non_finite(array[index])} at {list(index)}; send finite numbers, or set "
+        '"allow_nonfinite": true in the model\'s config'
+    )
 
 
 def check_outputs(model: ServedModel, outputs: dict[str, np.ndarray], allowed: bool) -> None:
     """Refuse a result holding NaN or infinities (no reply format could hold them as numbers
     for every client), unless the model's config allows them."""
     for name, array in outputs.items():
-        if allowed or array.dtype.kind not in "fc":
+        if allowed or array.dtype.kind not in "fc" or all_finite(array):
             continue
-        finite = np.isfinite(array)
-        if not finite.all():
-            index = _where(~finite)
-            raise BadRequest(
-                f"model {model.name!r} computed {_non_finite(array[index])} in output {name!r} "
-                f"at {list(index)} for this input; send inputs within the model's domain, or "
-                'set "allow_nonfinite": true in its config to receive NaN and infinities'
-            )
+        index = _where(~np.isfinite(array))
+        raise BadRequest(
+            f"model {model.name!r} computed {_non_finite(array[index])} in output {name!r} "
+            f"at {list(index)} for this input; send inputs within the model's domain, or "
+            'set "allow_nonfinite": true in its config to receive NaN and infinities'
+        )
 
 
 def _where(mask: np.ndarray) -> tuple[int, ...]:
@@ -416,8 +415,8 @@ def validate_inputs(
 ) -> None:
     """Check names, datatypes, shapes and finite numbers against the signature; raise a 400
     naming it. NaN and infinities pass where ``allow_nonfinite`` (default: the model's config)."""
-    specs = {spec.name: spec for spec in model.signature.inputs}
-    if set(inputs) != set(specs):
+    specs = model.signature.inputs_by_name
+    if inputs.keys() != specs.keys():
         raise InputNameMismatch(
             f"model {model.name!r} expects inputs {_describe_all(specs.values())}; "
             f"got {sorted(inputs)}"
@@ -430,7 +429,7 @@ def validate_inputs(
 
 def check_tensor(model_name: str, spec: TensorSpec, array: np.ndarray) -> None:
     """Raise ShapeMismatch or DatatypeMismatch unless ``array`` fits ``spec``."""
-    if array.dtype != numpy_dtype(spec.datatype):
+    if array.dtype != spec.dtype:
         raise DatatypeMismatch(
             f"model {model_name!r} expects input {spec.describe()}; got datatype "
             f"{_v2_name(array.dtype)}"

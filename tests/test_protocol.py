@@ -11,6 +11,7 @@ from mlbridge.protocol import (
     V2_TO_NUMPY,
     ModelSignature,
     TensorSpec,
+    all_finite,
     numpy_dtype,
     v2_datatype,
 )
@@ -81,6 +82,8 @@ def test_a_spec_describes_itself_and_writes_v2_metadata() -> None:
 def test_a_signature_finds_its_inputs_by_name() -> None:
     signature = ModelSignature(inputs=(SPEC,), outputs=())
     assert signature.input("input") is SPEC and signature.labels is None
+    assert signature.inputs_by_name == {"input": SPEC}
+    assert SPEC.dtype == V2_TO_NUMPY[SPEC.datatype]
     with pytest.raises(KeyError):
         signature.input("pixels")
 
@@ -107,3 +110,39 @@ def test_a_signatures_bound_counts_outputs_only_as_cotangents() -> None:
     assert signature.max_values(1000) == 999
     assert signature.max_values(20) == 18
     assert signature.max_values(20, cotangents=True) == 20  # y's 35 numbers, capped
+
+
+FLOAT_LAYOUTS = [order + code for order in "<>" for code in ("f2", "f4", "f8", "c8", "c16")] + [
+    "=f4",
+    "=f8",
+]
+
+
+@pytest.mark.parametrize("layout", FLOAT_LAYOUTS)
+@pytest.mark.parametrize("size", [1, 7, 784, 40_000])  # 40,000 values: past the byte screen
+def test_all_finite_agrees_with_numpy_and_finds_every_nan_and_infinity(layout, size) -> None:
+    dtype = np.dtype(layout)
+    values = np.random.default_rng(size).standard_normal(size) * 100
+    array = values.astype(dtype) if dtype.kind == "f" else (values + 1j * values).astype(dtype)
+    assert all_finite(array)
+    for bad in (np.nan, np.inf, -np.inf):
+        for where in {0, size // 2, size - 1}:
+            spoilt = array.copy()
+            spoilt[where] = bad if dtype.kind == "f" else complex(1.0, bad)
+            assert not all_finite(spoilt), (bad, where)
+
+
+@pytest.mark.parametrize("layout", FLOAT_LAYOUTS)
+def test_all_finite_lets_the_largest_finite_numbers_pass(layout) -> None:
+    """The screen suspects them (their top byte is a NaN's), numpy then clears them."""
+    dtype = np.dtype(layout)
+    largest = np.finfo(dtype).max
+    array = np.array([largest, -largest, 0.0, np.finfo(dtype).tiny], dtype=dtype)
+    assert all_finite(array)
+
+
+def test_all_finite_of_other_arrays() -> None:
+    assert all_finite(np.zeros(0, np.float32))
+    assert all_finite(np.arange(10))  # integers are always finite
+    assert not all_finite(np.array([[1.0, np.nan], [2.0, 3.0]], np.float32).T)  # not contiguous
+    assert all_finite(np.ones((28, 28), np.float32)[::2, ::3])

@@ -28,6 +28,7 @@ from math import prod
 import numpy as np
 
 from ..errors import MLBridgeError, PayloadError
+from ..protocol import all_finite
 from .base import DEFAULT_MAX_VALUES, FAILURE_TAG, CasCodec, check_values, failure_fields
 from .json_tensors import flat_numbers
 from .v2 import dumps, json_values
@@ -203,10 +204,9 @@ def _parse_symbolic(text: bytes, symbolic: bytes, max_values: int) -> np.ndarray
 
 def _check_finite(values: np.ndarray, text: bytes) -> None:
     """Numbers that overflowed a 64-bit float (``1*^999``, 400 digits) are an error."""
-    finite = np.isfinite(values)
-    if finite.all():
+    if all_finite(values):
         return
-    index = int(np.argmin(finite.ravel()))
+    index = int(np.argmin(np.isfinite(values).ravel()))
     token = _token(text, index)
     raise PayloadError(
         f"number {index + 1} ({token}) is too large for a 64-bit float; "
@@ -560,7 +560,7 @@ def _orjson_writes(array: np.ndarray) -> bool:
     """Whether orjson writes every number of ``array`` as InputForm's (finite, not float16)."""
     if not (array.ndim and array.size and array.dtype.kind in "iuf"):
         return False
-    return array.dtype.kind != "f" or (array.dtype != np.float16 and bool(np.isfinite(array).all()))
+    return array.dtype.kind != "f" or (array.dtype != np.float16 and all_finite(array))
 
 
 def _respelled(written: bytes) -> bytes:

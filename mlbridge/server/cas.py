@@ -94,10 +94,10 @@ class CasRoute(DeclaredRoute):
         authorization = header(request.scope, b"authorization")
         headed = is_signed(authorization) or bearer_token(authorization) is not None
         if headed or self.access is Access.SECRET:
-            return await read_body(request, receive=authorized(request.scope, request.receive))
+            return await read_body(request.scope, authorized(request.scope, request.receive))
         if remote(request):
             raise Unauthorized(REMOTE_FIRST_LINE)
-        body_limit(request, declared_size(request))
+        body_limit(request.scope, declared_size(request.scope))
         stream = request.stream()
         secret, start = split_secret_line(await first_line(stream))
         try:
@@ -105,7 +105,7 @@ class CasRoute(DeclaredRoute):
         except MLBridgeError:
             await stream.aclose()
             raise
-        return await read_body(request, stream, start)
+        return await read_body(request.scope, request.receive, stream, start)
 
 
 def remote(request: Request) -> bool:
@@ -114,21 +114,21 @@ def remote(request: Request) -> bool:
 
 
 async def read_body(
-    request: Request,
+    scope: Scope,
+    receive: Receive,
     stream: AsyncIterator[bytes] | None = None,
     start: bytes = b"",
-    receive: Receive | None = None,
 ) -> bytes:
-    """The whole body (``start``, then the rest of ``stream``, else of ``receive`` or the
-    request), refused early: before reading when its declared size passes the limit or the
-    body budget, else once it passes the limit."""
-    declared = declared_size(request)
-    limit = body_limit(request, declared)
-    budget: BodyBudget = request.app.state.body_budget
+    """The whole body (``start``, then the rest of ``stream``, else what ``receive`` gives),
+    refused early: before reading when its declared size passes the limit or the body
+    budget, else once it passes the limit."""
+    declared = declared_size(scope)
+    limit = body_limit(scope, declared)
+    budget: BodyBudget = scope["app"].state.body_budget
     if declared is not None and not budget.fits(declared - len(start)):
         raise budget.busy()
     if stream is None:
-        return await received_body(receive or request.receive, limit)
+        return await received_body(receive, limit)
     chunks, size = [start], len(start)
     async for chunk in stream:
         size += len(chunk)
@@ -162,17 +162,17 @@ def too_large(limit: int) -> PayloadTooLarge:
     return PayloadTooLarge(f"body exceeds the limit of {limit} bytes")
 
 
-def body_limit(request: Request, declared: int | None) -> int:
+def body_limit(scope: Scope, declared: int | None) -> int:
     """The body limit; PayloadTooLarge, before reading, when the ``declared`` size passes it."""
-    limit: int = request.app.state.settings.max_body_bytes
+    limit: int = scope["app"].state.settings.max_body_bytes
     if declared is not None and declared > limit:
         raise PayloadTooLarge(f"body of {declared} bytes exceeds the limit of {limit} bytes")
     return limit
 
 
-def declared_size(request: Request) -> int | None:
+def declared_size(scope: Scope) -> int | None:
     """The ``Content-Length`` of the request, or None (chunked, or absent)."""
-    declared = header(request.scope, b"content-length")
+    declared = header(scope, b"content-length")
     return int(declared) if declared and declared.isdigit() else None
 
 

@@ -128,11 +128,11 @@ async def infer(scope: Scope, receive: Receive, send: Send) -> None:
 
     A lean endpoint (see mlbridge.server.fastpath): the hot path of V2 clients.
     """
-    request = Request(scope, receive)
-    inference_service = service(request)
-    model = served_model(request)
+    inference_service: InferenceService = scope["app"].state.service
+    params = scope["path_params"]
+    model = inference_service.model(params["name"], params.get("version"))
     executor = inference_service.executor
-    body = await read_body(request)
+    body = await read_body(scope, receive)
     header_length = header(scope, HEADER_LENGTH)
     inference = await executor.convert(
         Executor.values_in_body(len(body)), v2_codec.decode_request, body, header_length
