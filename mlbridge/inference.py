@@ -37,6 +37,7 @@ from .protocol import (
     TensorSpec,
     all_finite,
     cotangent_name,
+    fits_float32,
     gradient_name,
     numpy_dtype,
 )
@@ -350,10 +351,10 @@ def cast_to(model_name: str, spec: TensorSpec, array: np.ndarray) -> np.ndarray:
         if array.size and (array.min() < low or array.max() > high):
             raise DatatypeMismatch(f"{wanted}; got numbers outside {low} to {high}")
         return array.astype(dtype)
+    if dtype == np.float32 and fits_float32(array):
+        return array.astype(dtype)  # no value can overflow
     with np.errstate(over="ignore"):
         cast = array.astype(dtype)
-    if all_finite(cast):
-        return cast  # nothing overflowed to infinity
     overflowed = np.isinf(cast) & np.isfinite(array)
     if overflowed.any():
         index = _where(overflowed)

@@ -12,6 +12,7 @@ from mlbridge.protocol import (
     ModelSignature,
     TensorSpec,
     all_finite,
+    fits_float32,
     numpy_dtype,
     v2_datatype,
 )
@@ -146,3 +147,22 @@ def test_all_finite_of_other_arrays() -> None:
     assert all_finite(np.arange(10))  # integers are always finite
     assert not all_finite(np.array([[1.0, np.nan], [2.0, 3.0]], np.float32).T)  # not contiguous
     assert all_finite(np.ones((28, 28), np.float32)[::2, ::3])
+
+
+@pytest.mark.parametrize(
+    ("values", "layout", "fits"),
+    [
+        ([0.0, -1.5, 1e30, 2.0**112], "<f8", True),
+        ([0.0, 2.0**113], "<f8", False),  # may not fit: left to numpy
+        ([1.0, np.nan], "<f8", False),
+        ([1.0, -np.inf], ">f8", False),
+        ([1.0, 2.0], ">f8", True),
+        ([1.0, 2.0], "<f4", False),  # float32 already: nothing to screen
+        (np.ones(10_000), "<f8", False),  # 80 KB: past the screen
+    ],
+)
+def test_fits_float32_clears_only_float64_that_surely_casts_finite(values, layout, fits) -> None:
+    array = np.array(values, dtype=layout)
+    assert fits_float32(array) is fits
+    if fits:
+        assert np.isfinite(array.astype(np.float32)).all()

@@ -7,6 +7,7 @@ import random
 import numpy as np
 import pytest
 
+from mlbridge.codecs import mathematica
 from mlbridge.codecs.json_tensors import flat_numbers
 from mlbridge.codecs.mathematica import (
     MathematicaCodec,
@@ -232,3 +233,15 @@ def test_a_bounded_codec_refuses_more_numbers_than_the_model_can_take() -> None:
     with pytest.raises(PayloadError, match="holds 9 numbers; at most 6 are accepted here"):
         bounded.decode_tensor(b"{{1, 2, 3}, {4, 5, 6}, {7, 8, 9}}")
     assert codec.decode_tensor(b"{{1, 2, 3}, {4, 5, 6}, {7, 8, 9}}").shape == (3, 3)
+
+
+def test_the_skeletons_pair_counts_agree_on_both_routes(monkeypatch) -> None:
+    """bytes.count for a small skeleton, numpy in chunks for a big one: the same counts."""
+    rng = np.random.default_rng(7)
+    skeleton = bytes(rng.choice(list(b"{},x"), size=5_000).astype(np.uint8))
+    expected = tuple(skeleton.count(pair) for pair in (b"}x", b"x{", b"{x", b",x"))
+    assert len(skeleton) <= mathematica.SMALL_SKELETON
+    assert mathematica._pair_counts(skeleton) == expected
+    monkeypatch.setattr(mathematica, "SMALL_SKELETON", 0)
+    monkeypatch.setattr(mathematica, "CHUNK", 1_000)  # several chunks, pairs across their seams
+    assert mathematica._pair_counts(skeleton) == expected
