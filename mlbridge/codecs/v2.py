@@ -26,7 +26,13 @@ import numpy as np
 import orjson
 
 from ..errors import BadRequest, PayloadError
-from ..protocol import InferenceRequest, InferenceResponse, numpy_dtype, v2_datatype
+from ..protocol import (
+    InferenceRequest,
+    InferenceResponse,
+    fits_float32,
+    numpy_dtype,
+    v2_datatype,
+)
 from .json_tensors import load_with_arrays
 
 JSON_MEDIA_TYPE = "application/json"
@@ -236,6 +242,8 @@ def _cast_numbers(where: str, found: np.ndarray, dtype: np.dtype) -> np.ndarray:
     if dtype.kind == "f":
         if dtype.itemsize >= 4 and found.dtype.itemsize <= dtype.itemsize:
             return found.astype(dtype)  # widening (or any integer to FP32): never infinite
+        if dtype == np.float32 and fits_float32(found):
+            return found.astype(dtype)  # no value can overflow: no errstate needed
         try:
             with np.errstate(over="raise"):
                 return found.astype(dtype)

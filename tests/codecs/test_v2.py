@@ -134,3 +134,25 @@ def test_absurd_shapes_are_refused_without_allocating(shape) -> None:
         payload, length = (header + bytes(size), str(len(header))) if binary else (header, None)
         with pytest.raises(PayloadError):
             v2.decode_request(payload, length)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        [0.5, -1.0, 1e30],  # cleared by the byte screen: cast at once
+        [3.4e38, -1e34, 2.0**113],  # near FP32's limit: numpy's checked cast
+    ],
+)
+def test_fp32_json_numbers_are_cast_as_numpy_casts_them(values) -> None:
+    body = json.dumps(
+        {"inputs": [{"name": "x", "shape": [len(values)], "datatype": "FP32", "data": values}]}
+    ).encode()
+    array = v2.decode_request(body).inputs["x"]
+    assert array.dtype == np.float32
+    assert array.tobytes() == np.array(values).astype(np.float32).tobytes()
+
+
+def test_an_fp32_json_number_beyond_its_range_is_named() -> None:
+    data = {"name": "x", "shape": [3], "datatype": "FP32", "data": [1.0, 3.5e38, 2.0]}
+    with pytest.raises(PayloadError, match=r"3.5e\+38 \(value 2\) is too large for float32"):
+        v2.decode_request(json.dumps({"inputs": [data]}).encode())
