@@ -1,6 +1,7 @@
 """What a request's parts cost in context: the request path whole and with a part taken away.
 
-    taskset -c 1 .venv/bin/python -m bench.in_context [--reps 15]
+    taskset -c 1 .venv/bin/python -m bench.in_context [--reps 15] [--ref REV]
+        [--model mnist-cnn] [--connections 8] [--formats v2-json,...]
 
 Runs one-image requests, as ``python -m bench``'s sequential scenario sends them, through
 mlbridge's own HTTP protocol in this process: uvicorn's config and
@@ -12,6 +13,8 @@ request of the same repetition (median and quartiles of those ratios):
 
 - *as served*;
 - *without the model's call*: the runtime returns the result of its first call;
+- *without decoding the body* (V2 routes): the body decodes to the request its first
+  decode made;
 - *framework only* (V2 routes): the route reads the body and answers a fixed reply once the
   guard has let the request in;
 - *raw ASGI echo*: ``bench.echo``'s app through the same protocol (the floor, in process);
@@ -21,10 +24,12 @@ a warm loop. The gap between that loop and the request in context is what its pa
 when each runs between the others, the cache cold from them (docs/performance.md). Pin it
 to one CPU, as the bench pins servers: the runtime then uses one thread, as served.
 
-``--ref REV`` adds the request as served by ``mlbridge/`` as it is at REV, loaded in this
-same process under another package name (its imports are relative), interleaved with the
-working tree's: a change measured without the spread between processes (two processes of
-the same code differ by up to ~10% here: memory layout).
+``--connections K`` sends K requests at once, one on each of K connections, fed in the
+same turn of the loop, as 8 clients' requests reach the server: they batch. ``--ref REV``
+adds the request as served by ``mlbridge/`` as it is at REV, loaded in this same process
+under another package name (its imports are relative), interleaved with the working
+tree's: a change measured without the spread between processes (two processes of the
+same code differ by up to ~10% here: memory layout).
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ import numpy as np
 import uvicorn
 from uvicorn.server import ServerState
 
+from mlbridge.codecs import v2 as v2_codec
 from mlbridge.registry import load_registry
 from mlbridge.runtimes.onnx import OnnxRuntime
 from mlbridge.server import routes
@@ -148,9 +154,10 @@ def copy_at(rev: str, folder: Path) -> str:
     return name
 
 
-async def serve(target: Served, raw: bytes, count: int) -> None:
-    """``count`` requests, one after another, on one new connection: each is answered
-    (written, and its task if any finished) before the next is fed."""
+async def serve(target: Served, raw: bytes, rounds: int, connections: int = 1) -> None:
+    """``rounds`` rounds of one request on each of ``connections`` new connections, fed in
+    the same turn of the loop (as one read of the sockets would bring them); a round ends
+    when every request is answered (written, and its task if any finished)."""
     config = uvicorn.Config(  # as mlbridge.server.run configures uvicorn
         target.app,
         http=target.protocol,
@@ -163,17 +170,22 @@ async def serve(target: Served, raw: bytes, count: int) -> None:
     state = ServerState()
     if hasattr(target.app, "state"):
         target.app.state.service.connections = state.connections  # as the server tells it
-    protocol = config.http_protocol_class(config=config, server_state=state, app_state={})
-    transport = CountingTransport()
-    protocol.connection_made(transport)
-    for _ in range(count):
-        before = transport.writes
-        protocol.data_received(raw)
-        while transport.writes == before or protocol.tasks:
+    opened = []
+    for _ in range(connections):
+        protocol = config.http_protocol_class(config=config, server_state=state, app_state={})
+        transport = CountingTransport()
+        protocol.connection_made(transport)
+        opened.append((protocol, transport))
+    for _ in range(rounds):
+        before = [transport.writes for _, transport in opened]
+        for protocol, _ in opened:
+            protocol.data_received(raw)
+        while any(t.writes == b or p.tasks for (p, t), b in zip(opened, before)):
             await asyncio.sleep(0)
-    protocol.connection_lost(None)
-    if transport.statuses != {b"200"}:  # an error's path would be measured instead
-        raise RuntimeError(f"replies with status {sorted(transport.statuses)}; expected 200")
+    for protocol, transport in opened:
+        protocol.connection_lost(None)
+        if transport.statuses != {b"200"}:  # an error's path would be measured instead
+            raise RuntimeError(f"replies with status {sorted(transport.statuses)}; expected 200")
 
 
 def without_model() -> AbstractContextManager[Any]:
@@ -187,6 +199,20 @@ def without_model() -> AbstractContextManager[Any]:
         return kept[id(runtime)]
 
     return mock.patch.object(OnnxRuntime, "predict", predict)
+
+
+def decoded_once() -> AbstractContextManager[Any]:
+    """A V2 body decodes to the request its first decode made (same body, same request)."""
+    original = v2_codec.decode_request
+    kept: dict[tuple[bytes, str | None], Any] = {}
+
+    def decode(body: bytes, header_length: str | None = None) -> Any:
+        key = (bytes(body), header_length)
+        if key not in kept:
+            kept[key] = original(body, header_length)
+        return kept[key]
+
+    return mock.patch.object(v2_codec, "decode_request", decode)
 
 
 def framework_only() -> AbstractContextManager[Any]:
@@ -209,13 +235,18 @@ def variants(fmt: str, ref: str | None) -> dict[str, Variant]:
         found[f"as served at {ref}"] = ("ref", nullcontext)
     found["without the model's call"] = ("mlbridge", without_model)
     if fmt.startswith("v2"):
+        found["without decoding the body"] = ("mlbridge", decoded_once)
         found["framework only"] = ("mlbridge", framework_only)
     found["raw ASGI echo, same protocol"] = ("echo", nullcontext)
     return found
 
 
 def measure(
-    targets: dict[str, Served], raws: dict[str, bytes], reps: int, ref: str | None
+    targets: dict[str, Served],
+    raws: dict[str, bytes],
+    reps: int,
+    ref: str | None,
+    connections: int = 1,
 ) -> dict[str, dict[str, list[float]]]:
     """fmt -> label -> CPU µs per request of each repetition."""
     loop = new_event_loop()
@@ -224,27 +255,29 @@ def measure(
         for fmt, raw in raws.items():
             for label, (which, change) in variants(fmt, ref).items():
                 with change():
-                    loop.run_until_complete(serve(targets[which], raw, 50))  # warm up
+                    rounds = REQUESTS // connections
+                    loop.run_until_complete(serve(targets[which], raw, 50 // connections + 1))
                     start = time.thread_time()
-                    loop.run_until_complete(serve(targets[which], raw, REQUESTS))
-                    spent = (time.thread_time() - start) / REQUESTS * 1e6
+                    loop.run_until_complete(serve(targets[which], raw, rounds, connections))
+                    spent = (time.thread_time() - start) / (rounds * connections) * 1e6
                 figures.setdefault(fmt, {}).setdefault(label, []).append(spent)
     loop.close()
     return figures
 
 
-def report(figures: dict[str, dict[str, list[float]]], warm: dict[str, float]) -> None:
+def report(figures: dict[str, dict[str, list[float]]], warm: dict[str, float], model: str) -> None:
     for fmt, by_label in figures.items():
         whole = by_label[AS_SERVED]
-        print(f"\n{fmt}, one image, mnist: CPU µs per request (ratio to as served, quartiles)")
+        print(f"\n{fmt}, one image, {model}: CPU µs per request (ratio to as served, quartiles)")
         for label, values in by_label.items():
             ratios = sorted(v / w for v, w in zip(values, whole))
             low, high = ratios[len(ratios) // 4], ratios[-1 - len(ratios) // 4]
             spread = f"{statistics.median(ratios):.2f} [{low:.2f}-{high:.2f}]"
             print(f"  {label:30} {statistics.median(values):7.1f}   {spread}")
-        decode, encode = WARM_STEPS[fmt]
-        loop_sum = warm[decode] + warm[MODEL_STEP] + warm[encode]
-        print(f"  {'warm loop: decode+model+encode':30} {loop_sum:7.1f}")
+        if model == "mnist":  # bench.microbench's steps are the MLP's
+            decode, encode = WARM_STEPS[fmt]
+            loop_sum = warm[decode] + warm[MODEL_STEP] + warm[encode]
+            print(f"  {'warm loop: decode+model+encode':30} {loop_sum:7.1f}")
 
 
 def main() -> None:
@@ -252,13 +285,18 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=15, help="repetitions (default 15)")
     parser.add_argument("--formats", default=",".join(FORMATS_MEASURED))
     parser.add_argument("--ref", help="also serve mlbridge/ as it is at this git revision")
+    parser.add_argument("--model", default="mnist", help="the model (default mnist)")
+    parser.add_argument(
+        "--connections", type=int, default=1, help="requests at once, one per connection"
+    )
     args = parser.parse_args()
     image = held_out_images()[0]
     auth = {"Authorization": f"Bearer {SECRET}"}
     raws = {}
     for fmt in args.formats.split(","):
         body, headers = FORMATS[fmt].body(image[np.newaxis], "")
-        raws[fmt] = request_bytes("POST", FORMATS[fmt].path("mnist"), body, {**headers, **auth})
+        path = FORMATS[fmt].path(args.model)
+        raws[fmt] = request_bytes("POST", path, body, {**headers, **auth})
     with tempfile.TemporaryDirectory() as name:
         folder = Path(name)
         os.chmod(folder, 0o700)
@@ -267,10 +305,13 @@ def main() -> None:
         targets["echo"] = echo
         if args.ref is not None:
             targets["ref"] = served(copy_at(args.ref, folder), folder)
-        figures = measure(targets, raws, args.reps, args.ref)
+        figures = measure(targets, raws, args.reps, args.ref, args.connections)
     cpus = len(os.sched_getaffinity(0))
-    print(f"{args.reps} repetitions of {REQUESTS} requests; this process may run on {cpus} CPU(s)")
-    report(figures, steps(image, load_registry([])))
+    print(
+        f"{args.reps} repetitions of {REQUESTS} requests, {args.connections} at once, "
+        f"model {args.model}; this process may run on {cpus} CPU(s)"
+    )
+    report(figures, steps(image, load_registry([])), args.model)
 
 
 if __name__ == "__main__":
