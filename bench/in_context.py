@@ -55,7 +55,6 @@ import uvicorn
 from uvicorn.server import ServerState
 
 from mlbridge.codecs import v2 as v2_codec
-from mlbridge.registry import load_registry
 from mlbridge.runtimes.onnx import OnnxRuntime
 from mlbridge.server import routes
 from mlbridge.server.cas import received_body
@@ -311,7 +310,7 @@ def main() -> None:
         f"{args.reps} repetitions of {REQUESTS} requests, {args.connections} at once, "
         f"model {args.model}; this process may run on {cpus} CPU(s)"
     )
-    report(figures, steps(image, load_registry([])), args.model)
+    report(figures, steps(image, targets["mlbridge"].app.state.service.registry), args.model)
 
 
 if __name__ == "__main__":

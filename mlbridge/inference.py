@@ -36,8 +36,8 @@ from .protocol import (
     InferenceResponse,
     TensorSpec,
     all_finite,
+    casts_finite,
     cotangent_name,
-    fits_float32,
     gradient_name,
     numpy_dtype,
 )
@@ -351,7 +351,7 @@ def cast_to(model_name: str, spec: TensorSpec, array: np.ndarray) -> np.ndarray:
         if array.size and (array.min() < low or array.max() > high):
             raise DatatypeMismatch(f"{wanted}; got numbers outside {low} to {high}")
         return array.astype(dtype)
-    if dtype == np.float32 and fits_float32(array):
+    if casts_finite(array, dtype):
         return array.astype(dtype)  # no value can overflow
     with np.errstate(over="ignore"):
         cast = array.astype(dtype)

@@ -41,7 +41,7 @@ def numpy_dtype(datatype: str) -> np.dtype:
         raise BadRequest(f"unknown datatype {datatype!r}; expected one of {known}") from None
 
 
-# The byte screens of all_finite and fits_float32. For each float layout (byte order and
+# The byte screens of all_finite and casts_finite. For each float layout (byte order and
 # type): where each value's top byte lies (complex arrays: each float component's), the
 # value's size, and the top bytes that clear it. No NaN or infinity has a top byte with the
 # 7 bits under the sign all ones (float32, float64; float16: its 5 exponent bits); no
@@ -76,10 +76,10 @@ def all_finite(array: np.ndarray) -> bool:
     return _cleared(array, _FINITE) or bool(np.isfinite(array).all())
 
 
-def fits_float32(array: np.ndarray) -> bool:
-    """Whether ``array`` is surely float64 of finite values below 2**113 in magnitude, so
-    that casting it to float32 overflows none (False: not known; a small array only)."""
-    return _cleared(array, _FLOAT32_SAFE)
+def casts_finite(array: np.ndarray, dtype: np.dtype) -> bool:
+    """Whether casting ``array`` to ``dtype`` surely overflows none: float64 of finite values
+    below 2**113 in magnitude, cast to float32 (False: not known; a small array only)."""
+    return dtype == np.float32 and _cleared(array, _FLOAT32_SAFE)
 
 
 def _cleared(array: np.ndarray, screens: dict[str, tuple[int, int, bytes]]) -> bool:

@@ -12,7 +12,7 @@ from mlbridge.protocol import (
     ModelSignature,
     TensorSpec,
     all_finite,
-    fits_float32,
+    casts_finite,
     numpy_dtype,
     v2_datatype,
 )
@@ -161,8 +161,8 @@ def test_all_finite_of_other_arrays() -> None:
         (np.ones(10_000), "<f8", False),  # 80 KB: past the screen
     ],
 )
-def test_fits_float32_clears_only_float64_that_surely_casts_finite(values, layout, fits) -> None:
+def test_casts_finite_clears_only_float64_that_surely_casts_finite(values, layout, fits) -> None:
     array = np.array(values, dtype=layout)
-    assert fits_float32(array) is fits
+    assert casts_finite(array, np.dtype(np.float32)) is fits
     if fits:
         assert np.isfinite(array.astype(np.float32)).all()

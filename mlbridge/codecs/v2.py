@@ -29,7 +29,7 @@ from ..errors import BadRequest, PayloadError
 from ..protocol import (
     InferenceRequest,
     InferenceResponse,
-    fits_float32,
+    casts_finite,
     numpy_dtype,
     v2_datatype,
 )
@@ -242,7 +242,7 @@ def _cast_numbers(where: str, found: np.ndarray, dtype: np.dtype) -> np.ndarray:
     if dtype.kind == "f":
         if dtype.itemsize >= 4 and found.dtype.itemsize <= dtype.itemsize:
             return found.astype(dtype)  # widening (or any integer to FP32): never infinite
-        if dtype == np.float32 and fits_float32(found):
+        if casts_finite(found, dtype):
             return found.astype(dtype)  # no value can overflow: no errstate needed
         try:
             with np.errstate(over="raise"):

@@ -37,10 +37,10 @@ def reloader(request: Request) -> Reloader:
     return request.app.state.reloader
 
 
-def served_model(request: Request) -> ServedModel:
+def served_model(scope: Scope) -> ServedModel:
     """The model the path names, at the version it names (if any)."""
-    params = request.path_params
-    return service(request).model(params["name"], params.get("version"))
+    params = scope["path_params"]
+    return scope["app"].state.service.model(params["name"], params.get("version"))
 
 
 async def live(request: Request) -> Response:
@@ -72,7 +72,7 @@ async def model_list(request: Request) -> Response:
 
 
 async def model_metadata(request: Request) -> Response:
-    model = served_model(request)
+    model = served_model(request.scope)
     document = metadata(model)
     reload_error = service(request).registry.reload_error(model.name)
     if reload_error:
@@ -81,7 +81,7 @@ async def model_metadata(request: Request) -> Response:
 
 
 async def model_ready(request: Request) -> Response:
-    model = served_model(request)
+    model = served_model(request.scope)
     document: dict[str, Any] = {"name": model.name, "ready": True}
     reload_error = service(request).registry.reload_error(model.name)
     if reload_error:
@@ -97,7 +97,7 @@ async def repository_index(request: Request) -> Response:
 
 async def load_model(request: Request) -> Response:
     """POST /v2/repository/models/{name}/load: load the model's files again and swap it in."""
-    name = served_model(request).name
+    name = served_model(request.scope).name
     await reloader(request).reload(name)
     return JSONResponse({"name": name, "reloaded": True})
 
@@ -129,8 +129,7 @@ async def infer(scope: Scope, receive: Receive, send: Send) -> None:
     A lean endpoint (see mlbridge.server.fastpath): the hot path of V2 clients.
     """
     inference_service: InferenceService = scope["app"].state.service
-    params = scope["path_params"]
-    model = inference_service.model(params["name"], params.get("version"))
+    model = served_model(scope)
     executor = inference_service.executor
     body = await read_body(scope, receive)
     header_length = header(scope, HEADER_LENGTH)
@@ -147,7 +146,7 @@ async def infer(scope: Scope, receive: Receive, send: Send) -> None:
 
 async def model_statistics(request: Request) -> Response:
     """GET /v2/models/{name}/stats: Triton's statistics extension, the batching counts."""
-    model = served_model(request)
+    model = served_model(request.scope)
     counts = service(request).statistics(model)
     stats = {
         "name": model.name,
