@@ -22,7 +22,9 @@ request of the same repetition (median and quartiles of those ratios):
 and, from ``bench.microbench``, the same request's codecs and model called back to back in
 a warm loop. The gap between that loop and the request in context is what its parts cost
 when each runs between the others, the cache cold from them (docs/performance.md). Pin it
-to one CPU, as the bench pins servers: the runtime then uses one thread, as served.
+to one CPU, as the bench pins servers: the runtime then uses one thread, as served. The
+process fixes malloc's mmap threshold as the server does at start (``server/memory.py``):
+without it, a working memory mapped afresh at each call went unmeasured.
 
 ``--connections K`` sends K requests at once, one on each of K connections, fed in the
 same turn of the loop, as 8 clients' requests reach the server: they batch. ``--ref REV``
@@ -59,6 +61,7 @@ from mlbridge.runtimes.onnx import OnnxRuntime
 from mlbridge.server import routes
 from mlbridge.server.cas import received_body
 from mlbridge.server.fastpath import send_reply
+from mlbridge.server.memory import return_big_buffers
 
 from .echo import asgi_echo
 from .loadgen import request_bytes
@@ -289,6 +292,7 @@ def main() -> None:
         "--connections", type=int, default=1, help="requests at once, one per connection"
     )
     args = parser.parse_args()
+    return_big_buffers()  # as the server does at start
     image = held_out_images()[0]
     auth = {"Authorization": f"Bearer {SECRET}"}
     raws = {}

@@ -7,16 +7,22 @@ gradients too.
 
 from __future__ import annotations
 
+from math import prod
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..errors import MissingDependency
-from ..protocol import ModelSignature, TensorSpec
+from ..protocol import V2_TO_NUMPY, ModelSignature, TensorSpec
 from .base import Runtime, dims
 
-CHUNK_ROWS = 512  # rows per runtime call for big batches
+CHUNK_ROWS = 512  # rows per runtime call for big batches, the arena off
+# With the arena on, each call gets at most KEPT_CALL_BYTES of inputs and outputs (and at
+# most KEPT_ROWS rows): the arena keeps the working memory of such a call for good.
+KEPT_CALL_BYTES = 128 << 10
+KEPT_ROWS = 64  # the default max_batch_size: a full batch is one call
+MIN_KEPT_ROWS = 8  # a model whose rows are too big for this many per call: arena off
 # onnxruntime names element types "tensor(float)"; map them to V2 names.
 ONNX_TO_V2 = {
     "tensor(bool)": "BOOL",
@@ -46,6 +52,15 @@ class OnnxRuntime(Runtime):
         self.graph = graph  # a serialized model built in memory, else read from ``path``
 
     def load(self) -> None:
+        self.session = self._session(arena=True)
+        signature = self.signature()
+        self.rows_per_call = kept_rows(signature)
+        if not self.rows_per_call:
+            self.session = self._session(arena=False)
+            self.rows_per_call = CHUNK_ROWS if signature.batchable() else 0
+        self.output_names = [out.name for out in self.session.get_outputs()]
+
+    def _session(self, arena: bool) -> Any:
         try:
             import onnxruntime
         except ImportError:
@@ -56,14 +71,13 @@ class OnnxRuntime(Runtime):
         # Spinning intra-op threads burned ~1.2 ms of CPU per call between single-image
         # requests here (measured: 111 µs with spinning off).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        # The memory arena keeps the peak of the largest batch for good: a 10,000-image CNN
-        # request left the server at 2.7 GB instead of 116 MB (docs/performance.md).
-        options.enable_cpu_mem_arena = False
-        self.session = onnxruntime.InferenceSession(
+        # The memory arena keeps the peak of the largest call for good (a 10,000-image CNN
+        # batch: 2.7 GB), so it is on only where calls are kept small (kept_rows). Off,
+        # every call maps its working memory afresh: the CNN's batch of 8 cost 16% more.
+        options.enable_cpu_mem_arena = arena
+        return onnxruntime.InferenceSession(
             self.graph or str(self.path), options, providers=["CPUExecutionProvider"]
         )
-        self.output_names = [out.name for out in self.session.get_outputs()]
-        self._chunkable = self.signature().batchable()  # every tensor has a batch axis
 
     def signature(self) -> ModelSignature:
         return ModelSignature(
@@ -72,15 +86,14 @@ class OnnxRuntime(Runtime):
         )
 
     def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        rows = _rows(inputs) if self._chunkable else 0
-        if rows <= CHUNK_ROWS:
+        step = self.rows_per_call
+        rows = _rows(inputs) if step else 0
+        if rows <= step:
             return dict(zip(self.output_names, self.session.run(self.output_names, inputs)))
         # Big batches in chunks: the working memory of one chunk, and faster (measured).
         parts = [
-            self.session.run(
-                self.output_names, {k: v[i : i + CHUNK_ROWS] for k, v in inputs.items()}
-            )
-            for i in range(0, rows, CHUNK_ROWS)
+            self.session.run(self.output_names, {k: v[i : i + step] for k, v in inputs.items()})
+            for i in range(0, rows, step)
         ]
         return {
             name: np.concatenate(column) for name, column in zip(self.output_names, zip(*parts))
@@ -94,6 +107,20 @@ class OnnxRuntime(Runtime):
 
         vjp = build_vjp(onnx.load(str(self.path)))
         return OnnxRuntime(self.path, self.threads, vjp.SerializeToString())
+
+
+def kept_rows(signature: ModelSignature) -> int:
+    """Rows per call with the arena on: as many as fit :data:`KEPT_CALL_BYTES` (at most
+    :data:`KEPT_ROWS`); 0 (arena off) unless every tensor is a batch of rows of a fixed
+    size and :data:`MIN_KEPT_ROWS` of them fit."""
+    specs = (*signature.inputs, *signature.outputs)
+    if not signature.batchable() or any(size < 0 for spec in specs for size in spec.shape[1:]):
+        return 0
+    if any(spec.datatype not in V2_TO_NUMPY for spec in specs):  # strings: no fixed size
+        return 0
+    row_bytes = sum(prod(spec.shape[1:]) * spec.dtype.itemsize for spec in specs)
+    rows = min(KEPT_ROWS, KEPT_CALL_BYTES // max(row_bytes, 1))
+    return rows if rows >= MIN_KEPT_ROWS else 0
 
 
 def _rows(inputs: dict[str, np.ndarray]) -> int:

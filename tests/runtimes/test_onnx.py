@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from unittest import mock
 
 import numpy as np
 import onnx
@@ -12,6 +13,13 @@ from support import TEST_MODELS
 
 from mlbridge.protocol import ModelSignature, TensorSpec
 from mlbridge.runtimes import RUNTIMES, OnnxRuntime
+from mlbridge.runtimes.onnx import (
+    CHUNK_ROWS,
+    KEPT_CALL_BYTES,
+    KEPT_ROWS,
+    MIN_KEPT_ROWS,
+    kept_rows,
+)
 
 IMAGES = np.random.default_rng(0).random((4, 28, 28), dtype=np.float32)
 
@@ -70,3 +78,61 @@ def test_the_gradient_runtime_is_an_onnx_graph_in_memory() -> None:
     dy = np.eye(10, dtype=np.float32)[:4]
     dx = gradient.predict({"input": IMAGES, "output_cotangent": dy})["input_grad"]
     np.testing.assert_allclose(dx.reshape(4, 784), dy @ weights().T, rtol=1e-5, atol=1e-6)
+
+
+# --- the memory arena: on where calls are kept small, their rows bounded -----------------
+
+
+def spec(name: str, shape: tuple[int, ...], datatype: str = "FP32") -> TensorSpec:
+    return TensorSpec(name, datatype, shape)
+
+
+@pytest.mark.parametrize(
+    ("inputs", "outputs", "rows"),
+    [
+        ([spec("x", (-1, 28, 28))], [spec("y", (-1, 10))], KEPT_CALL_BYTES // (3136 + 40)),
+        ([spec("x", (-1, 3))], [spec("y", (-1,))], KEPT_ROWS),  # tiny rows: a full batch
+        ([spec("x", (-1, 3), "FP64"), spec("k", (-1, 2), "INT8")], [spec("y", (-1, 1))],
+         KEPT_ROWS),
+        ([spec("x", (-1, 64, 64))], [spec("y", (-1, 10))], 0),  # 16 KB rows: fewer than 8 fit
+        ([spec("x", (-1, -1))], [spec("y", (-1, 10))], 0),  # rows of any size
+        ([spec("x", (3, 4))], [spec("y", (3,))], 0),  # no batch axis
+        ([spec("x", (-1, 4), "BYTES")], [spec("y", (-1,))], 0),  # strings: no fixed size
+    ],
+    ids=["mnist", "tiny", "mixed", "big-rows", "dynamic", "unbatched", "strings"],
+)  # fmt: skip
+def test_the_arena_keeps_calls_of_bounded_size_or_is_off(inputs, outputs, rows) -> None:
+    signature = ModelSignature(inputs=tuple(inputs), outputs=tuple(outputs))
+    assert kept_rows(signature) == rows
+    assert rows == 0 or MIN_KEPT_ROWS <= rows <= KEPT_ROWS
+
+
+def test_a_batch_beyond_a_call_runs_in_calls_of_kept_rows_with_the_same_result() -> None:
+    runtime = loaded("linear.onnx")
+    assert runtime.session.get_session_options().enable_cpu_mem_arena
+    assert runtime.rows_per_call == kept_rows(runtime.signature()) > 0
+    images = np.random.default_rng(1).random((3 * runtime.rows_per_call + 5, 28, 28), np.float32)
+    calls = []
+    run = runtime.session.run
+    with mock.patch.object(runtime.session, "run", lambda *a: calls.append(a) or run(*a)):
+        logits = runtime.predict({"input": images})["output"]
+    assert [len(call[1]["input"]) for call in calls] == [runtime.rows_per_call] * 3 + [5]
+    expected = np.concatenate(
+        [runtime.predict({"input": image[None]})["output"] for image in images]
+    )
+    np.testing.assert_allclose(logits, expected, rtol=1e-6, atol=1e-6)
+
+
+def test_a_model_of_rows_of_any_size_runs_with_the_arena_off(tmp_path) -> None:
+    x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["batch", "n"])
+    y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["batch", "n"])
+    graph = onnx.helper.make_graph([onnx.helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y])
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "relu.onnx"))
+    runtime = OnnxRuntime(tmp_path / "relu.onnx")
+    runtime.load()
+    assert not runtime.session.get_session_options().enable_cpu_mem_arena
+    assert runtime.rows_per_call == CHUNK_ROWS
+    batch = np.random.default_rng(2).standard_normal((CHUNK_ROWS + 3, 5)).astype(np.float32)
+    assert np.array_equal(runtime.predict({"x": batch})["y"], np.maximum(batch, 0))
