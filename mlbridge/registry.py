@@ -352,15 +352,18 @@ def _companion(model: ServedModel, threads: int) -> ServedModel | str:
 
 
 def _companion_runtime(model: ServedModel, threads: int) -> Runtime:
+    """The companion's runtime, not yet loaded: a file's, or one its model's runtime builds
+    (either keeps no working memory: see OnnxRuntime's ``keep_memory``)."""
     gradient = model.config.gradient
     if gradient.file is not None and model.config.source is not None:
-        return OnnxRuntime(model.config.source.parent / gradient.file, threads=threads)
-    if model.source is not None and model.source.companion_file is not None:
-        return OnnxRuntime(model.source.companion_file, threads=threads)
-    beside = model.path.with_name(model.path.stem + COMPANION_FILE_SUFFIX)
-    if beside.is_file():
-        return OnnxRuntime(beside, threads=threads)
-    return model.runtime.gradient_runtime()
+        file = model.config.source.parent / gradient.file
+    elif model.source is not None and model.source.companion_file is not None:
+        file = model.source.companion_file
+    else:
+        file = model.path.with_name(model.path.stem + COMPANION_FILE_SUFFIX)
+        if not file.is_file():
+            return model.runtime.gradient_runtime()
+    return OnnxRuntime(file, threads=threads, keep_memory=False)
 
 
 def check_companion(model: ServedModel, companion: ModelSignature) -> None:

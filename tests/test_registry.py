@@ -182,6 +182,7 @@ def test_a_companion_file_beside_the_model_serves_its_gradient(tmp_path: Path) -
         {"x": np.ones((1, 3), np.float32), "y_cotangent": np.ones((1, 3), np.float32)}
     )
     assert result["x_grad"].tolist() == [[3.0, 3.0, 3.0]]
+    assert model.runtime.keep_memory and not companion.runtime.keep_memory  # arena off
 
 
 def test_the_config_may_name_the_companion_file(tmp_path: Path) -> None:
@@ -195,6 +196,7 @@ def test_the_config_may_name_the_companion_file(tmp_path: Path) -> None:
     (source,) = discover([model_file])
     _, companion = load_model(source)
     assert companion.path == tmp_path / "models" / "grad.onnx"
+    assert not companion.runtime.keep_memory
 
 
 def test_gradient_false_serves_no_companion(tmp_path: Path) -> None:

@@ -136,3 +136,10 @@ def test_a_model_of_rows_of_any_size_runs_with_the_arena_off(tmp_path) -> None:
     assert runtime.rows_per_call == CHUNK_ROWS
     batch = np.random.default_rng(2).standard_normal((CHUNK_ROWS + 3, 5)).astype(np.float32)
     assert np.array_equal(runtime.predict({"x": batch})["y"], np.maximum(batch, 0))
+
+
+def test_a_gradient_graph_keeps_no_memory() -> None:
+    gradient = loaded("linear.onnx").gradient_runtime()
+    gradient.load()
+    assert not gradient.session.get_session_options().enable_cpu_mem_arena
+    assert gradient.rows_per_call == CHUNK_ROWS
