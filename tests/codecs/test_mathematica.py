@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -245,3 +246,110 @@ def test_the_skeletons_pair_counts_agree_on_both_routes(monkeypatch) -> None:
     monkeypatch.setattr(mathematica, "SMALL_SKELETON", 0)
     monkeypatch.setattr(mathematica, "CHUNK", 1_000)  # several chunks, pairs across their seams
     assert mathematica._pair_counts(skeleton) == expected
+
+
+# --- small lists: one parse of the text spelled as nested JSON (change 16) ----------------
+
+# What InputForm writes for reals and integers (no bare leading point, no negative zero).
+INPUTFORM_SPELLINGS = [
+    "0.",
+    "0.25",
+    "-0.5",
+    "1.5*^-7",
+    "2.*^3",
+    "7",
+    "-12",
+    "3.*^-2",
+    "1.7976931348623157*^308",
+    "4.9*^-324",
+    "123456789012345678",
+    "0.99215686",
+]
+DEFECTS = ["none"] * 4 + ["number after a brace", "number before a brace", "empty slot",
+                          "two numbers in a slot", "ragged", "extra nesting"]  # fmt: skip
+
+
+def small_body(rng: random.Random, spellings: list[str]) -> tuple[bytes, str]:
+    """A list of 512 bytes or more as InputForm spaces it, perhaps with one defect."""
+    rows, columns = rng.randint(2, 12), rng.randint(20, 40)
+    cells = [[rng.choice(spellings) for _ in range(columns)] for _ in range(rows)]
+    defect = rng.choice(DEFECTS)
+    if defect == "empty slot":
+        cells[0][1] = ""
+    elif defect == "two numbers in a slot":
+        cells[0][1] = "1. 2."
+    elif defect == "ragged":
+        cells[-1] = cells[-1][:-1]
+    elif defect == "extra nesting":
+        cells[0][0] = "{" + cells[0][0] + "}"
+    text = "{" + ", ".join("{" + ", ".join(row) + "}" for row in cells) + "}"
+    if defect == "number after a brace":
+        text = text.replace("}, {", "} 5., {", 1)
+    elif defect == "number before a brace":
+        text = text.replace("}, {", "}, 5. {", 1)
+    return text.encode(), defect
+
+
+def outcome(parse, body: bytes) -> np.ndarray | str:
+    try:
+        return parse(body)
+    except PayloadError as error:
+        return str(error)
+
+
+def test_small_lists_read_in_one_parse_as_the_strict_parser_reads_them() -> None:
+    """Whatever the one-parse route reads equals the strict parser's result, bit for bit
+    (-0. keeps its sign: the route leaves it to the general way); every defect that the
+    general way's pair counts catch is an error either way, with the same message."""
+    rng = random.Random(3)
+    taken = Counter()
+    for _ in range(600):
+        spellings = rng.choice(
+            [INPUTFORM_SPELLINGS] * 3 + [NUMBER_SPELLINGS[:13], NUMBER_SPELLINGS]
+        )
+        body, defect = small_body(rng, spellings)
+        fast, strict = outcome(parse_list, body), outcome(_parse_strictly, body)
+        if isinstance(fast, str) or isinstance(strict, str):
+            assert fast == strict, body
+        else:
+            assert fast.shape == strict.shape and np.array_equal(fast, strict), body
+            assert np.array_equal(np.signbit(fast), np.signbit(strict)), body
+        if mathematica._read_small(body, 1 << 30) is not None:
+            taken[defect] += 1
+    assert taken["none"] > 100, taken  # the route is really exercised
+    assert set(taken) == {"none"}, taken  # and takes no defective list
+
+
+def test_a_typical_image_takes_the_one_parse_route() -> None:
+    image = np.random.default_rng(4).random((28, 28), dtype=np.float32)
+    image[image < 0.6] = 0  # mostly 0., as MNIST's pixels
+    body = format_list(image).encode()
+    assert b"0., " in body and b".}" in body
+    values = mathematica._read_small(body, 1 << 30)
+    assert values is not None and values.dtype == np.float64
+    assert np.array_equal(values.astype(np.float32), image)  # float32 digits, read as float64
+    assert np.array_equal(values, _parse_strictly(body))
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"{" + b", ".join([b"-0."] + [b"0.5"] * 200) + b"}",  # negative zero: its sign
+     b"{" + b", ".join([b"2.5`10."] + [b"0.5"] * 200) + b"}",  # a precision mark
+     b"{" + b", ".join([b"1*^999"] + [b"0.5"] * 200) + b"}",  # too large for a double
+     b"{" + b", ".join([b"0.5"] * 50) + b"}",  # under JSON_ROUTE_MIN
+     b"{" + b",".join([b"0."] + [b"0.5"] * 200) + b"}"],  # compact: 0.,0.5 is not JSON so spelled
+    ids=["negative-zero", "precision", "overflow", "short", "compact"],
+)  # fmt: skip
+def test_lists_the_one_parse_route_leaves_to_the_general_way(body: bytes) -> None:
+    assert mathematica._read_small(body, 1 << 30) is None
+    fast, strict = outcome(parse_list, body), outcome(_parse_strictly, body)
+    if isinstance(strict, str):
+        assert fast == strict
+    else:
+        assert np.array_equal(fast, strict) and np.array_equal(np.signbit(fast), np.signbit(strict))
+
+
+def test_the_one_parse_route_counts_numbers_before_reading_them() -> None:
+    body = b"{" + b", ".join([b"0.5"] * 300) + b"}"
+    with pytest.raises(PayloadError, match="holds 300 numbers; at most 100 are accepted"):
+        MathematicaCodec().bounded(100).decode_tensor(body)
