@@ -331,8 +331,8 @@ def _read_small(text: bytes, max_values: int) -> np.ndarray | None:
 
     simdjson's parse of the nested spelling checks what the skeleton's pair counts check
     for the general way (every slot holds one number, no number touches a brace from
-    outside), and :func:`structure_shape` that the nesting is rectangular: one image
-    costs ~40% of the general way's passes (docs/performance.md, change 16).
+    outside), and :func:`structure_shape` that the nesting is rectangular: one image's
+    decode takes half the general way's time (docs/performance.md, change 16).
     """
     if not JSON_ROUTE_MIN <= len(text) <= SMALL_TEXT or b"`" in text or _NEGATIVE_ZERO(text):
         return None
