@@ -4,8 +4,9 @@ Parsing runs in C-speed passes over the whole text: bytes.translate makes
 a skeleton of braces and commas that one comparison checks against the
 rectangular shape it suggests, and simdjson reads all numbers once the text
 is spelled as JSON's (numpy's parser where it is not: half the speed). A
-body that fails any check is parsed again step by step, only to say what is
-wrong and where.
+small text (up to 64 KiB) is spelled as nested JSON instead and read in one
+parse, whose grammar checks the skeleton's slots itself. A body that fails
+any check is parsed again step by step, only to say what is wrong and where.
 
 Both paths are bounded: the number count is known from the braces before
 any number is read and must stay within ``max_values``; the step-by-step
