@@ -356,10 +356,7 @@ def _json_nested_spelling(text: bytes) -> bytes:
     replacements of equal length: braces as brackets, exponents as in :func:`_json_spelling`,
     and a bare point before a separator dropped (``0., `` -> ``0 , ``: the integer reads as
     the same double; ``-0.``, whose sign it would lose, is left to the general way)."""
-    plain = text.translate(_BRACES_AS_BRACKETS)
-    if b"*^" in plain:
-        for mark, spelled in EXPONENTS:
-            plain = plain.replace(mark, spelled)
+    plain = _exponents_spelled(text.translate(_BRACES_AS_BRACKETS))
     return plain.replace(b"., ", b" , ").replace(b".]", b" ]")
 
 
@@ -380,11 +377,16 @@ def _json_numbers(text: bytes, spelling: Callable[[bytes], bytes]) -> np.ndarray
 def _json_spelling(piece: bytes) -> bytes:
     """A piece of list text (whole numbers only) as JSON spells it, where InputForm's
     spacing allows replacements of equal length; else not valid JSON."""
-    plain = piece.translate(_BLANK_BRACES)
+    plain = _exponents_spelled(piece.translate(_BLANK_BRACES))
+    return plain.replace(b"., ", b".0,").replace(b". ", b".0")
+
+
+def _exponents_spelled(plain: bytes) -> bytes:
+    """InputForm's exponent marks as JSON's, in replacements of equal length."""
     if b"*^" in plain:
         for mark, spelled in EXPONENTS:
             plain = plain.replace(mark, spelled)
-    return plain.replace(b"., ", b".0,").replace(b". ", b".0")
+    return plain
 
 
 def _json_spelling_fixed(piece: bytes) -> bytes:
