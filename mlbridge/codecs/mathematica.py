@@ -55,6 +55,7 @@ SMALL_SKELETON = 1 << 16  # bytes of skeleton counted by bytes.count (~16 images
 PAIRS = (b"}x", b"x{", b"{x", b",x")  # _pair_counts' pairs, in its order
 
 ALLOWED = WHITESPACE + NUMBER_BYTES + b"{},"
+NOT_STRUCTURE = NUMBER_BYTES + WHITESPACE  # deleted, they leave a list's braces and commas
 SYMBOL_LETTERS = b"naif"  # of nan and inf, what SYMBOLS puts in the text
 _SEPARATOR = np.zeros(256, dtype=bool)
 _SEPARATOR[list(WHITESPACE + b"{},")] = True
@@ -337,7 +338,7 @@ def _read_small(text: bytes, max_values: int) -> np.ndarray | None:
     """
     if not JSON_ROUTE_MIN <= len(text) <= SMALL_TEXT or b"`" in text or _NEGATIVE_ZERO(text):
         return None
-    shape = structure_shape(text.translate(None, NUMBER_BYTES + WHITESPACE))
+    shape = structure_shape(text.translate(None, NOT_STRUCTURE))
     if shape is None:
         return None
     check_values(prod(shape), max_values, "the list")
