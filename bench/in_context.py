@@ -167,6 +167,7 @@ async def serve(target: Served, raw: bytes, rounds: int, connections: int = 1) -
         access_log=False,
         log_level="warning",
         server_header=False,
+        proxy_headers=False,
     )
     config.load()
     state = ServerState()

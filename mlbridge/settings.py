@@ -48,6 +48,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max_connections", 1000, "Connections open at once (503 beyond them)."),
     Setting("header_timeout_s", 10, "Longest wait for a request's headers (408 after it)."),
     Setting("body_timeout_s", 30, "Longest wait for a request's body (408 after it)."),
+    Setting("keep_alive_timeout_s", 30, "An idle kept-alive connection is closed after this."),
     Setting("max_queue", 256, "Requests waiting for inference beyond those computing (503)."),
     Setting("max_batch_size", 64, "Dynamic batching: most rows merged into one call (1: off)."),
     Setting("batch_delay_us", 0, "Dynamic batching: longest wait for more requests, in µs."),
@@ -69,7 +70,7 @@ SETTINGS: tuple[Setting, ...] = (
 _BY_NAME = {setting.name: setting for setting in SETTINGS}
 LIMITS = (
     "max_body_mb", "body_budget_mb", "max_header_kb", "max_connections",
-    "header_timeout_s", "body_timeout_s", "max_queue", "log_max_mb",
+    "header_timeout_s", "body_timeout_s", "keep_alive_timeout_s", "max_queue", "log_max_mb",
 )  # fmt: skip
 
 
@@ -103,6 +104,7 @@ class Settings:
     max_connections: int
     header_timeout_s: int
     body_timeout_s: int
+    keep_alive_timeout_s: int
     max_queue: int
     max_batch_size: int
     batch_delay_us: int

@@ -63,15 +63,6 @@ def codec_for_reply(
     return request_codec
 
 
-def decode_cost(body: bytes, codecs: dict[str, CasCodec] = CAS_CODECS) -> int:
-    """About how many numbers decoding ``body`` costs, as the codec that reads it says.
-
-    A compressed WXF body counts as many as it may inflate to, so that it is
-    never decoded on the event loop, however small it is.
-    """
-    return codec_for_body("", body, codecs).decode_cost(body)
-
-
 def _media_type(header: str) -> str:
     media_type = header.split(";", 1)[0].strip().lower()
     return MEDIA_TYPE_ALIASES.get(media_type, media_type)
@@ -83,5 +74,4 @@ __all__ = [
     "cas_codecs",
     "codec_for_body",
     "codec_for_reply",
-    "decode_cost",
 ]

@@ -18,7 +18,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..auth import bearer_token, is_signed
-from ..codecs import CasCodec, codec_for_body, codec_for_reply, decode_cost
+from ..codecs import CasCodec, codec_for_body, codec_for_reply
 from ..errors import MLBridgeError, PayloadError, PayloadTooLarge, Unauthorized
 from ..inference import Executor, InferenceService
 from ..protocol import ModelSignature
@@ -63,7 +63,7 @@ class CasRoute(DeclaredRoute):
         codecs = request.app.state.cas_codecs
         content_type = header(scope, b"content-type") or ""
         accept = header(scope, b"accept") or ""
-        reply = codec_for_reply(accept, codec_for_body(content_type, b"", codecs), codecs)
+        reply: CasCodec | None = None  # the reply's format, once the body is read
         try:
             body = await self.authenticated_body(request)
             codec = codec_for_body(content_type, body, codecs)
@@ -71,12 +71,13 @@ class CasRoute(DeclaredRoute):
             result = await self.cas_endpoint(request, codec, body)
             content = await executor(request).convert(result.size, reply.encode_tensor, result)
         except MLBridgeError as error:
-            response = cas_error(error, reply)
+            response = cas_error(error, reply or unread_reply(content_type, accept, codecs))
         except ClientDisconnect:  # nobody is left to answer
             response = client_gone()
         except Exception:  # anything else is our bug: say so, in the caller's format
             log.exception("unexpected error on POST %s", scope["path"])
-            response = cas_error(internal_error(), reply)
+            error_reply = reply or unread_reply(content_type, accept, codecs)
+            response = cas_error(internal_error(), error_reply)
         else:
             await send_reply(send, content, media_type=reply.media_type)
             return
@@ -106,6 +107,11 @@ class CasRoute(DeclaredRoute):
             await stream.aclose()
             raise
         return await read_body(request.scope, request.receive, stream, start)
+
+
+def unread_reply(content_type: str, accept: str, codecs: dict[str, CasCodec]) -> CasCodec:
+    """The format of an error met before the body was read: what the headers say."""
+    return codec_for_reply(accept, codec_for_body(content_type, b"", codecs), codecs)
 
 
 def remote(request: Request) -> bool:
@@ -210,27 +216,32 @@ def executor(request: Request) -> Executor:
     return service(request).executor
 
 
-async def decode(request: Request, function: Callable[[bytes], T], body: bytes) -> T:
-    """Parse ``body``: inline when cheap, in a worker thread when big or compressed."""
-    return await executor(request).convert(decode_cost(body), function, body)
+async def decode(
+    request: Request, codec: CasCodec, function: Callable[[bytes], T], body: bytes
+) -> T:
+    """Parse ``body`` with ``function`` of ``codec``: inline when cheap, in a worker thread
+    when big or compressed (as the codec says)."""
+    return await executor(request).convert(codec.decode_cost(body), function, body)
 
 
 async def predict(request: Request, codec: CasCodec, body: bytes) -> np.ndarray:
     """POST /{name}: the model's first output for one example or a batch."""
-    array = await decode(request, bounded(request, codec).decode_tensor, body)
+    reader = bounded(request, codec)
+    array = await decode(request, reader, reader.decode_tensor, body)
     return await service(request).infer_tensor(request.path_params["name"], array)
 
 
 async def gradient(request: Request, codec: CasCodec, body: bytes) -> np.ndarray:
     """POST /{name}/gradient: dx = J(x)ᵀ·dy, for x alone or <|"x" -> .., "cotangent" -> ..|>."""
-    decoder = bounded(request, codec, cotangents=True).decode_arguments
-    x, cotangent = gradient_arguments(await decode(request, decoder, body))
+    reader = bounded(request, codec, cotangents=True)
+    x, cotangent = gradient_arguments(await decode(request, reader, reader.decode_arguments, body))
     return await service(request).gradient(request.path_params["name"], x, cotangent)
 
 
 async def jacobian(request: Request, codec: CasCodec, body: bytes) -> np.ndarray:
     """POST /{name}/jacobian: the full Jacobian at one example."""
-    array = await decode(request, bounded(request, codec).decode_tensor, body)
+    reader = bounded(request, codec)
+    array = await decode(request, reader, reader.decode_tensor, body)
     return await service(request).jacobian(request.path_params["name"], array)
 
 

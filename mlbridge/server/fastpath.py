@@ -26,6 +26,7 @@ from functools import lru_cache
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.datastructures import State
 from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
@@ -76,6 +77,7 @@ class ServedApp(Starlette):
         exception_handlers: Mapping[Any, Any],
     ) -> None:
         super().__init__(routes=routes, exception_handlers=exception_handlers)
+        self.state = AppState()
         self.guard = guard
         self.observer = observer
         self.hot = HotRoutes(self.routes)
@@ -111,6 +113,22 @@ class ServedApp(Starlette):
 
 
 Candidate = tuple["re.Pattern[str] | None", "Route | None"]
+
+
+class AppState(State):
+    """Starlette's ``State``, its values also kept as plain attributes: the hot routes read
+    several a request, each otherwise a call of ``State.__getattr__``."""
+
+    def __setattr__(self, key: Any, value: Any) -> None:
+        super().__setattr__(key, value)
+        object.__setattr__(self, key, value)
+
+    def __delattr__(self, key: Any) -> None:
+        super().__delattr__(key)
+        object.__delattr__(self, key)
+
+    __setitem__ = __setattr__
+    __delitem__ = __delattr__
 
 
 class HotRoutes:

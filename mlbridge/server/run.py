@@ -126,7 +126,8 @@ def _serve(registry: ModelRegistry, settings: Settings, exposure: Exposure) -> N
         lifespan="off",
         access_log=False,  # the app logs its own structured line (settings.access_log)
         log_level="info",
-        timeout_keep_alive=30,
+        timeout_keep_alive=settings.keep_alive_timeout_s,
+        proxy_headers=False,  # no proxy in front: X-Forwarded-* from any client is not trusted
         timeout_graceful_shutdown=settings.shutdown_timeout_s,
         server_header=False,
         **exposure.uvicorn_options(),

@@ -15,6 +15,12 @@ a first reply. :class:`GuardedHttpProtocol` adds, per connection, before any of 
   connection is simply closed);
 - a request httptools cannot parse: 400, in the JSON form below (uvicorn's is plain text).
 
+A kept-alive connection idle for ``timeout_keep_alive`` (uvicorn's setting, mlbridge's
+``keep_alive_timeout_s``) after its last reply is closed, as uvicorn closes it; but where
+uvicorn arms a timer after every reply and cancels it at the next read (~2.5 µs a request),
+one timer per period checks the time of the last reply, and a connection that keeps
+sending bytes that start no request is closed all the same.
+
 On the only open connection (a notebook's loop of calls), a request whose head and body
 arrive in the same read runs at once, in that read's callback, rather than as a task for a
 later turn of the loop, and its reply leaves in one write; it becomes a task only if it has
@@ -115,6 +121,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self.linger: asyncio.TimerHandle | None = None
         self.parsing = False  # inside the parser: a request is started after the read
         self.starting: tuple[Any, Any] | None = None  # that request: (cycle, app)
+        self.replied_at = 0.0  # the loop's time of the last reply completed
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         if len(self.connections) >= self.limits.max_connections:
@@ -129,7 +136,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self.arm()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        for timer in (self.deadline, self.linger):
+        for timer in (self.deadline, self.linger, self.timeout_keep_alive_task):
             if timer is not None:
                 timer.cancel()
         super().connection_lost(exc)
@@ -244,6 +251,42 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         if task is not None:  # it waits: tracked as uvicorn tracks its own
             task.add_done_callback(self.tasks.discard)
             self.tasks.add(task)
+
+    # keeping a connection alive between requests
+
+    def on_response_complete(self) -> None:
+        """uvicorn's, but the keep-alive timer is armed only if none is pending."""
+        self.server_state.total_requests += 1
+        if self.transport.is_closing():
+            return
+        self.flow.resume_reading()
+        if self.pipeline:
+            cycle, app = self.pipeline.pop()
+            self._start_asgi_task(cycle, app)
+            return
+        self.replied_at = self.loop.time()
+        if self.timeout_keep_alive_task is None:
+            self.keep_alive_until(self.replied_at + self.timeout_keep_alive)
+
+    def _unset_keepalive_if_required(self) -> None:
+        """uvicorn cancels its keep-alive timer at each read; this one stays (it checks)."""
+
+    def keep_alive_until(self, when: float) -> None:
+        self.timeout_keep_alive_task = self.loop.call_at(when, self.keep_alive_expired)
+
+    def keep_alive_expired(self) -> None:
+        """Close the connection if it has been idle since its last reply for the whole
+        period; if a request came since, wait for the period after the latest reply."""
+        self.timeout_keep_alive_task = None
+        if self.transport.is_closing() or self.refused:
+            return
+        if self.phase is not IDLE or not self.cycle.response_complete:
+            return  # a request under way: its deadlines rule, and its reply re-arms this
+        due = self.replied_at + self.timeout_keep_alive
+        if due > self.loop.time():
+            self.keep_alive_until(due)
+        else:
+            self.transport.close()
 
     # deadlines and refusals
 

@@ -29,12 +29,13 @@ import psutil
 import pytest
 from support import TEST_MODELS, RunningServer, start_server, v2_json
 
-HEADER_TIMEOUT_S, BODY_TIMEOUT_S = 1, 1
+HEADER_TIMEOUT_S, BODY_TIMEOUT_S, KEEP_ALIVE_S = 1, 1, 1
 LIMITS = {
     "MLBRIDGE_MAX_BODY_MB": "4",
     "MLBRIDGE_BODY_BUDGET_MB": "8",
     "MLBRIDGE_HEADER_TIMEOUT_S": str(HEADER_TIMEOUT_S),
     "MLBRIDGE_BODY_TIMEOUT_S": str(BODY_TIMEOUT_S),
+    "MLBRIDGE_KEEP_ALIVE_TIMEOUT_S": str(KEEP_ALIVE_S),
 }
 MIB = 1 << 20
 HOST = b"Host: 127.0.0.1\r\n"
@@ -358,6 +359,45 @@ def test_the_read_deadlines(limited) -> None:
     for what, reply in replies.items():
         assert HEADER_TIMEOUT_S - 0.1 <= reply.seconds < HEADER_TIMEOUT_S + 0.5, what
         assert reply.status is None or reply.headers["connection"] == "close"
+
+
+def closed_after(sock: socket.socket, started: float) -> float:
+    """Seconds from ``started`` until the server closes ``sock`` (having sent nothing)."""
+    assert sock.recv(100) == b""
+    return time.monotonic() - started
+
+
+def test_an_idle_kept_alive_connection_is_closed_a_period_after_its_last_reply(limited) -> None:
+    """Three clients: one idle after a reply; one that asks again at 0.6 s (its period
+    starts again then); one that sends blank lines, which start no request."""
+    live = get("/v2/health/live")(limited.token)
+
+    def client(pause_s: float | None, blanks: bool) -> tuple[float, list[int | None]]:
+        with socket.create_connection(address(limited), timeout=10) as sock:
+            sock.sendall(live)
+            statuses = [read_reply(sock, time.monotonic()).status]
+            replied = time.monotonic()
+            if pause_s is not None:
+                time.sleep(pause_s)
+                sock.sendall(live)
+                statuses.append(read_reply(sock, time.monotonic()).status)
+                replied = time.monotonic()
+            if blanks:
+                for _ in range(4):
+                    time.sleep(0.2)
+                    sock.sendall(b"\r\n")
+            return closed_after(sock, replied), statuses
+
+    with ThreadPoolExecutor(3) as pool:
+        idle, again, blank = (
+            pool.submit(client, pause, blanks)
+            for pause, blanks in ((None, False), (0.6, False), (None, True))
+        )
+        replies = {"idle": idle.result(), "asked again": again.result(), "blank": blank.result()}
+    assert replies["asked again"][1] == [200, 200]
+    for what, (seconds, statuses) in replies.items():
+        assert all(status == 200 for status in statuses), what
+        assert KEEP_ALIVE_S - 0.1 <= seconds < KEEP_ALIVE_S + 0.5, what
 
 
 def test_a_truncated_body_ends_quietly(limited) -> None:

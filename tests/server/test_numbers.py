@@ -16,7 +16,7 @@ from starlette.testclient import TestClient
 from support.fakes import AUTH, EchoGradientRuntime, EchoRuntime, FakeRuntime, in_process_app
 from support.fakes import served as serve
 
-from mlbridge.codecs import decode_cost, v2, wxf
+from mlbridge.codecs import v2, wxf
 from mlbridge.inference import INLINE_MAX_VALUES
 from mlbridge.model_config import ModelConfig
 from mlbridge.protocol import ModelSignature, TensorSpec
@@ -214,7 +214,7 @@ def test_hostile_shapes_are_400_before_anything_is_allocated(http, body):
 
 def test_a_compressed_body_is_decoded_off_the_event_loop(http, monkeypatch):
     body = b"8C:" + zlib.compress(wxf.dumps(np.ones((1, 3), np.float32))[2:])
-    assert len(body) < 40 and decode_cost(body) > INLINE_MAX_VALUES
+    assert len(body) < 40 and wxf.WxfCodec().decode_cost(body) > INLINE_MAX_VALUES
     decode_tensor = wxf.WxfCodec.decode_tensor
     on_loop = []
 
