@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from ..auth import bearer_token, is_signed
 from ..codecs import CasCodec, codec_for_body, codec_for_reply
 from ..errors import MLBridgeError, PayloadError, PayloadTooLarge, Unauthorized
-from ..inference import Executor, InferenceService
+from ..inference import InferenceService
 from ..protocol import ModelSignature
 from .errors import cas_error, client_gone, internal_error
 from .fastpath import send_reply
@@ -33,15 +33,18 @@ REMOTE_FIRST_LINE = (
     "this server listens beyond this machine: the secret on the body's first line is not "
     "accepted here; send 'Authorization: Bearer <secret>' over https, or sign the request"
 )
-CasEndpoint = Callable[[Request, CasCodec, bytes], Awaitable[np.ndarray]]
+CasEndpoint = Callable[[Scope, CasCodec, bytes], Awaitable[np.ndarray]]
 GRADIENT_ARGUMENTS = ("x", "cotangent")
 T = TypeVar("T")
 
 
 class CasRoute(DeclaredRoute):
-    """A CAS route: the endpoint gets the request, its codec and its (authenticated) body.
+    """A CAS route: the endpoint gets the request's scope, its codec and its (authenticated)
+    body.
 
-    Lean (see mlbridge.server.fastpath): it answers every request and error itself.
+    Lean (see mlbridge.server.fastpath): it answers every request and error itself, from
+    ASGI's scope, receive and send (Starlette's ``Request`` only for a secret on the body's
+    first line).
     """
 
     allowed_access = frozenset({Access.SECRET, Access.SECRET_OR_FIRST_LINE})
@@ -52,24 +55,22 @@ class CasRoute(DeclaredRoute):
         super().__init__(path, endpoint, access=access, methods=["POST"])
 
     def guarded(self, app: ASGIApp) -> ASGIApp:
-        async def guard(scope: Scope, receive: Receive, send: Send) -> None:
-            await self.answer(Request(scope, receive), send)
+        """The route's app is :meth:`answer`, which calls the endpoint itself."""
+        return self.answer
 
-        return guard
-
-    async def answer(self, request: Request, send: Send) -> None:
+    async def answer(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Check the secret, read the body, run the endpoint; errors in the caller's format."""
-        scope = request.scope
-        codecs = request.app.state.cas_codecs
+        state = scope["app"].state
+        codecs = state.cas_codecs
         content_type = header(scope, b"content-type") or ""
         accept = header(scope, b"accept") or ""
         reply: CasCodec | None = None  # the reply's format, once the body is read
         try:
-            body = await self.authenticated_body(request)
+            body = await self.authenticated_body(scope, receive)
             codec = codec_for_body(content_type, body, codecs)
             reply = codec_for_reply(accept, codec, codecs)
-            result = await self.cas_endpoint(request, codec, body)
-            content = await executor(request).convert(result.size, reply.encode_tensor, result)
+            result = await self.cas_endpoint(scope, codec, body)
+            content = await state.service.executor.convert(result.size, reply.encode_tensor, result)
         except MLBridgeError as error:
             response = cas_error(error, reply or unread_reply(content_type, accept, codecs))
         except ClientDisconnect:  # nobody is left to answer
@@ -81,9 +82,9 @@ class CasRoute(DeclaredRoute):
         else:
             await send_reply(send, content, media_type=reply.media_type)
             return
-        await response(scope, request.receive, send)
+        await response(scope, receive, send)
 
-    async def authenticated_body(self, request: Request) -> bytes:
+    async def authenticated_body(self, scope: Scope, receive: Receive) -> bytes:
         """The body after the secret was proved (a header first; else the body's first line).
 
         A header (Bearer or signed) is checked by :func:`~.policy.authorized`, which also
@@ -92,31 +93,26 @@ class CasRoute(DeclaredRoute):
         :data:`FIRST_LINE_MAX` bytes of the first chunks received) is looked at before the
         secret is checked.
         """
-        authorization = header(request.scope, b"authorization")
+        authorization = header(scope, b"authorization")
         headed = is_signed(authorization) or bearer_token(authorization) is not None
         if headed or self.access is Access.SECRET:
-            return await read_body(request.scope, authorized(request.scope, request.receive))
-        if remote(request):
+            return await read_body(scope, authorized(scope, receive))
+        if scope["app"].state.remote:  # the server listens beyond this machine
             raise Unauthorized(REMOTE_FIRST_LINE)
-        body_limit(request.scope, declared_size(request.scope))
-        stream = request.stream()
+        body_limit(scope, declared_size(scope))
+        stream = Request(scope, receive).stream()
         secret, start = split_secret_line(await first_line(stream))
         try:
-            authenticator(request.scope).check(secret)
+            authenticator(scope).check(secret)
         except MLBridgeError:
             await stream.aclose()
             raise
-        return await read_body(request.scope, request.receive, stream, start)
+        return await read_body(scope, receive, stream, start)
 
 
 def unread_reply(content_type: str, accept: str, codecs: dict[str, CasCodec]) -> CasCodec:
     """The format of an error met before the body was read: what the headers say."""
     return codec_for_reply(accept, codec_for_body(content_type, b"", codecs), codecs)
-
-
-def remote(request: Request) -> bool:
-    """Whether the server listens beyond this machine (see mlbridge.server.run)."""
-    return bool(request.app.state.remote)
 
 
 async def read_body(
@@ -208,48 +204,42 @@ def split_secret_line(body: bytes) -> tuple[str | None, bytes]:
     return first.decode("utf-8", "replace").strip(), rest
 
 
-def service(request: Request) -> InferenceService:
-    return request.app.state.service
+def service(scope: Scope) -> InferenceService:
+    return scope["app"].state.service
 
 
-def executor(request: Request) -> Executor:
-    return service(request).executor
-
-
-async def decode(
-    request: Request, codec: CasCodec, function: Callable[[bytes], T], body: bytes
-) -> T:
+async def decode(scope: Scope, codec: CasCodec, function: Callable[[bytes], T], body: bytes) -> T:
     """Parse ``body`` with ``function`` of ``codec``: inline when cheap, in a worker thread
     when big or compressed (as the codec says)."""
-    return await executor(request).convert(codec.decode_cost(body), function, body)
+    return await service(scope).executor.convert(codec.decode_cost(body), function, body)
 
 
-async def predict(request: Request, codec: CasCodec, body: bytes) -> np.ndarray:
+async def predict(scope: Scope, codec: CasCodec, body: bytes) -> np.ndarray:
     """POST /{name}: the model's first output for one example or a batch."""
-    reader = bounded(request, codec)
-    array = await decode(request, reader, reader.decode_tensor, body)
-    return await service(request).infer_tensor(request.path_params["name"], array)
+    reader = bounded(scope, codec)
+    array = await decode(scope, reader, reader.decode_tensor, body)
+    return await service(scope).infer_tensor(scope["path_params"]["name"], array)
 
 
-async def gradient(request: Request, codec: CasCodec, body: bytes) -> np.ndarray:
+async def gradient(scope: Scope, codec: CasCodec, body: bytes) -> np.ndarray:
     """POST /{name}/gradient: dx = J(x)ᵀ·dy, for x alone or <|"x" -> .., "cotangent" -> ..|>."""
-    reader = bounded(request, codec, cotangents=True)
-    x, cotangent = gradient_arguments(await decode(request, reader, reader.decode_arguments, body))
-    return await service(request).gradient(request.path_params["name"], x, cotangent)
+    reader = bounded(scope, codec, cotangents=True)
+    x, cotangent = gradient_arguments(await decode(scope, reader, reader.decode_arguments, body))
+    return await service(scope).gradient(scope["path_params"]["name"], x, cotangent)
 
 
-async def jacobian(request: Request, codec: CasCodec, body: bytes) -> np.ndarray:
+async def jacobian(scope: Scope, codec: CasCodec, body: bytes) -> np.ndarray:
     """POST /{name}/jacobian: the full Jacobian at one example."""
-    reader = bounded(request, codec)
-    array = await decode(request, reader, reader.decode_tensor, body)
-    return await service(request).jacobian(request.path_params["name"], array)
+    reader = bounded(scope, codec)
+    array = await decode(scope, reader, reader.decode_tensor, body)
+    return await service(scope).jacobian(scope["path_params"]["name"], array)
 
 
-def bounded(request: Request, codec: CasCodec, cotangents: bool = False) -> CasCodec:
+def bounded(scope: Scope, codec: CasCodec, cotangents: bool = False) -> CasCodec:
     """``codec`` refusing, before it allocates, more numbers than the model's inputs (or, for
     a gradient, its outputs as cotangents) can hold; an unknown model is a 404 before any
     decoding."""
-    signature = service(request).model(request.path_params["name"]).signature
+    signature = service(scope).model(scope["path_params"]["name"]).signature
     return bounded_codec(codec, signature, cotangents)
 
 
