@@ -180,7 +180,7 @@ def _shape(where: str, shape: Any) -> tuple[int, ...]:
         )
     if len(shape) > MAX_RANK:
         raise PayloadError(f"{where}: 'shape' has {len(shape)} axes; at most {MAX_RANK}")
-    if prod(d for d in shape if d) > MAX_DIMENSION:  # numpy refuses such shapes even empty
+    if prod(filter(None, shape)) > MAX_DIMENSION:  # numpy refuses such shapes even empty
         raise PayloadError(f"{where}: 'shape' {shape} spans more than {MAX_DIMENSION} values")
     return tuple(shape)
 
