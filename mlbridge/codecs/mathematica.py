@@ -336,7 +336,9 @@ def _read_small(text: bytes, max_values: int) -> np.ndarray | None:
     outside), and :func:`structure_shape` that the nesting is rectangular: one image's
     decode takes half the general way's time (docs/performance.md, change 16).
     """
-    if not JSON_ROUTE_MIN <= len(text) <= SMALL_TEXT or b"`" in text or _NEGATIVE_ZERO(text):
+    if not JSON_ROUTE_MIN <= len(text) <= SMALL_TEXT or b"`" in text:
+        return None
+    if b"-" in text and _NEGATIVE_ZERO(text):
         return None
     shape = structure_shape(text.translate(None, NOT_STRUCTURE))
     if shape is None:
@@ -384,7 +386,7 @@ def _json_spelling(piece: bytes) -> bytes:
 
 def _exponents_spelled(plain: bytes) -> bytes:
     """InputForm's exponent marks as JSON's, in replacements of equal length."""
-    if b"*^" in plain:
+    if b"^" in plain:  # looked for alone: 10x faster than b"*^" where there is none
         for mark, spelled in EXPONENTS:
             plain = plain.replace(mark, spelled)
     return plain
