@@ -16,7 +16,7 @@ from mlbridge.auth import TokenAuthenticator
 from mlbridge.server import cas
 from mlbridge.server.app import create_app
 from mlbridge.server.cas import CasRoute
-from mlbridge.server.fastpath import HotRoutes, is_lean
+from mlbridge.server.fastpath import AppState, HotRoutes, is_lean
 from mlbridge.server.policy import Access, JsonRoute
 from mlbridge.settings import load_settings
 
@@ -134,3 +134,24 @@ def test_a_route_declared_earlier_keeps_its_requests() -> None:
     assert choice("/special/gradient") is None  # the router's: not lean
     assert choice("/echo/gradient") is gradient
     assert choice("/echo") is None  # a Mount comes first: only the router can tell
+
+
+def test_app_state_keeps_its_plain_attributes_in_step_with_starlettes_state() -> None:
+    state = AppState()
+    state.service = "a"
+    state["settings"] = "b"
+    assert (state.service, state["service"], state.settings, state["settings"]) == (
+        "a",
+        "a",
+        "b",
+        "b",
+    )
+    assert (
+        vars(state)["service"] == "a" and vars(state)["settings"] == "b"
+    )  # read without __getattr__
+    assert sorted(state) == ["service", "settings"] and len(state) == 2
+    del state.service
+    del state["settings"]
+    assert len(state) == 0 and not hasattr(state, "service") and not hasattr(state, "settings")
+    with pytest.raises(AttributeError):
+        _ = state.settings
