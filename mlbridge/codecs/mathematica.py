@@ -343,7 +343,8 @@ def _read_small(text: bytes, max_values: int) -> np.ndarray | None:
     shape = structure_shape(text.translate(None, NOT_STRUCTURE))
     if shape is None:
         return None
-    check_values(prod(shape), max_values, "the list")
+    size = prod(shape)
+    check_values(size, max_values, "the list")
     try:
         parsed = simdjson.Parser().parse(_json_nested_spelling(text))
         if not isinstance(parsed, simdjson.Array):
@@ -351,7 +352,7 @@ def _read_small(text: bytes, max_values: int) -> np.ndarray | None:
         values = np.frombuffer(parsed.as_buffer(of_type="d"), np.float64)
     except (ValueError, TypeError, RuntimeError):
         return None  # not JSON so spelled (a bare point elsewhere, a huge number): the general way
-    return values.reshape(shape) if values.size == prod(shape) else None
+    return values.reshape(shape) if values.size == size else None
 
 
 def _json_nested_spelling(text: bytes) -> bytes:
