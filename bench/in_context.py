@@ -18,6 +18,8 @@ request of the same repetition (median and quartiles of those ratios):
 - *framework only* (V2 routes): the route reads the body and answers a fixed reply once the
   guard has let the request in;
 - *raw ASGI echo*: ``bench.echo``'s app through the same protocol (the floor, in process);
+- *httptools' parser alone*: the parser answering the echo's reply from its own callbacks,
+  no uvicorn: the raw ASGI echo less this is what uvicorn's protocol and ASGI cycle cost;
 
 and, from ``bench.microbench``, the same request's codecs and model called back to back in
 a warm loop. The gap between that loop and the request in context is what its parts cost
@@ -52,6 +54,7 @@ from pathlib import Path
 from typing import Any
 from unittest import mock
 
+import httptools
 import numpy as np
 import uvicorn
 from uvicorn.server import ServerState
@@ -63,7 +66,7 @@ from mlbridge.server.cas import received_body
 from mlbridge.server.fastpath import send_reply
 from mlbridge.server.memory import return_big_buffers
 
-from .echo import asgi_echo
+from .echo import asgi_echo, reply_body
 from .loadgen import request_bytes
 from .microbench import SECRET, new_event_loop, steps
 from .payloads import FORMATS
@@ -120,6 +123,44 @@ class CountingTransport(asyncio.Transport):
         return {"peername": ("127.0.0.1", 50000), "sockname": ("127.0.0.1", 8000)}.get(
             name, default
         )
+
+
+class ParserEcho:
+    """httptools' parser answering the raw ASGI echo's reply from its own callbacks, made
+    as uvicorn makes its protocols: no ASGI scope, cycle or message between."""
+
+    def __init__(self, config: Any = None, server_state: Any = None, app_state: Any = None):
+        self.parser = httptools.HttpRequestParser(self)
+        self.tasks: set[Any] = set()
+        self.url = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.body: list[bytes] = []
+
+    def connection_made(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        pass
+
+    def data_received(self, data: bytes) -> None:
+        self.parser.feed_data(data)
+
+    def on_message_begin(self) -> None:
+        self.url, self.headers, self.body = b"", [], []
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name.lower(), value))
+
+    def on_body(self, body: bytes) -> None:
+        self.body.append(body)
+
+    def on_message_complete(self) -> None:
+        reply = reply_body(httptools.parse_url(self.url).query or b"")
+        head = b"HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\n"
+        self.transport.write(head + b"content-length: %d\r\n\r\n%b" % (len(reply), reply))
 
 
 @dataclass
@@ -241,6 +282,7 @@ def variants(fmt: str, ref: str | None) -> dict[str, Variant]:
         found["without decoding the body"] = ("mlbridge", decoded_once)
         found["framework only"] = ("mlbridge", framework_only)
     found["raw ASGI echo, same protocol"] = ("echo", nullcontext)
+    found["httptools' parser alone"] = ("parser", nullcontext)
     return found
 
 
@@ -307,6 +349,7 @@ def main() -> None:
         targets = {"mlbridge": served("mlbridge", folder)}
         echo = Served(asgi_echo, targets["mlbridge"].protocol)
         targets["echo"] = echo
+        targets["parser"] = Served(asgi_echo, ParserEcho)
         if args.ref is not None:
             targets["ref"] = served(copy_at(args.ref, folder), folder)
         figures = measure(targets, raws, args.reps, args.ref, args.connections)
