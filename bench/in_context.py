@@ -127,7 +127,8 @@ class CountingTransport(asyncio.Transport):
 
 class ParserEcho:
     """httptools' parser answering the raw ASGI echo's reply from its own callbacks, made
-    as uvicorn makes its protocols: no ASGI scope, cycle or message between."""
+    as uvicorn makes its protocols: no ASGI scope, cycle or message between. It keeps the
+    URL, headers and body as any server must, though the fixed reply reads only the URL."""
 
     def __init__(self, config: Any = None, server_state: Any = None, app_state: Any = None):
         self.parser = httptools.HttpRequestParser(self)
